@@ -1,0 +1,76 @@
+"""Embedded datasets: generated on the fly or shipped inside a pip package.
+
+Nothing here downloads anything. Each zoo model records which function and
+split it was evaluated on, and takes the data exactly as returned here.
+"""
+
+import math
+
+import numpy as np
+
+__all__ = ["inverse_sine", "INVERSE_SINE_SPLITS", "inverse_sine_split",
+           "inverse_sine_conditional_entropy"]
+
+# Fixed seeds and sizes of the splits the zoo and the examples use.
+INVERSE_SINE_SPLITS = {
+    "train": {"n": 20000, "seed": 0},
+    "val": {"n": 5000, "seed": 1},
+    "test": {"n": 10000, "seed": 2},
+}
+
+
+def inverse_sine(n, seed=0):
+    """Bishop's inverse problem: a one-to-many mapping.
+
+    ``y ~ U(0, 1)``, ``x = y + 0.3 sin(2 pi y) + U(-0.1, 0.1)``; the task is to
+    predict ``p(y | x)``, which is multi-modal (up to three branches) for
+    ``x`` in the middle of the range, so a mean-squared-error regressor fails
+    and a mixture density network succeeds.
+
+    Args:
+        n: number of samples (>= 1).
+        seed: int seed of NumPy's ``default_rng``.
+
+    Returns:
+        ``(x, y)``, float32 arrays of shape ``[n, 1]`` each.
+
+    Reference:
+        Bishop, "Mixture Density Networks", NCRG/94/004, 1994, section 5.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"`n` must be a positive integer; received n={n!r}.")
+    rng = np.random.default_rng(seed)
+    y = rng.uniform(0.0, 1.0, size=(n, 1))
+    x = y + 0.3 * np.sin(2.0 * np.pi * y) + rng.uniform(-0.1, 0.1, size=(n, 1))
+    return x.astype(np.float32), y.astype(np.float32)
+
+
+def inverse_sine_split(split):
+    """The fixed ``"train"``, ``"val"`` or ``"test"`` split of :func:`inverse_sine`."""
+    if split not in INVERSE_SINE_SPLITS:
+        raise ValueError(
+            f"`split` must be one of {sorted(INVERSE_SINE_SPLITS)}; "
+            f"received split={split!r}."
+        )
+    return inverse_sine(**INVERSE_SINE_SPLITS[split])
+
+
+def inverse_sine_conditional_entropy(num_y=20001):
+    """The exact floor of the held-out NLL of :func:`inverse_sine`: H(Y | X).
+
+    ``p(x | y) = 5 * 1[|x - g(y)| < 0.1]`` with ``g(y) = y + 0.3 sin(2 pi y)``
+    and ``p(y) = 1`` on [0, 1], so ``H(Y|X) = H(X|Y) + H(Y) - H(X)
+    = -log(5) + 0 + E[log p(x)]``, where ``p(x) = 5 |{y : |x - g(y)| < 0.1}|``.
+    The integral is evaluated on a fine grid (about -1.282 nats).
+    """
+    ys = (np.arange(num_y) + 0.5) / num_y
+    g = ys + 0.3 * np.sin(2.0 * np.pi * ys)
+    xs = np.linspace(g.min() - 0.1, g.max() + 0.1, 2001)
+    # measure of {y : |x - g(y)| < 0.1} for each x, by counting grid points
+    inside = np.abs(xs[:, None] - g[None, :]) < 0.1
+    p_x = 5.0 * inside.mean(axis=1)
+    dx = xs[1] - xs[0]
+    # E_x[log p(x)] = integral p(x) log p(x) dx
+    mask = p_x > 0
+    e_log_px = float(np.sum(p_x[mask] * np.log(p_x[mask])) * dx)
+    return -math.log(5.0) + e_log_px

@@ -1,0 +1,3 @@
+"""Pure, stateless Gaussian-mixture math shared by every layer."""
+
+from keras_gmm.ops import gaussian  # noqa: F401

@@ -1,0 +1,125 @@
+"""keras_gmm.ops.gaussian against naive NumPy/SciPy references."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from scipy import special, stats
+
+from keras_gmm.ops import gaussian
+
+COV_TYPES = gaussian.COVARIANCE_TYPES
+
+
+def random_precision_cholesky(rng, k, d, covariance_type):
+    """Random precision Cholesky factors in scikit-learn's layout, and the
+    matching covariance matrices ``[K, D, D]`` computed naively."""
+
+    def upper(n):
+        m = np.triu(rng.normal(scale=0.3, size=(n, n)))
+        m[np.diag_indices(n)] = rng.uniform(0.5, 2.0, size=n)
+        return m
+
+    if covariance_type == "full":
+        p = np.stack([upper(d) for _ in range(k)])
+        cov = np.stack([np.linalg.inv(pk @ pk.T) for pk in p])
+    elif covariance_type == "tied":
+        p = upper(d)
+        cov = np.repeat(np.linalg.inv(p @ p.T)[None], k, axis=0)
+    elif covariance_type == "diag":
+        p = rng.uniform(0.5, 2.0, size=(k, d))
+        cov = np.stack([np.diag(1.0 / pk**2) for pk in p])
+    else:
+        p = rng.uniform(0.5, 2.0, size=k)
+        cov = np.stack([np.eye(d) / pk**2 for pk in p])
+    return p, cov
+
+
+@pytest.mark.parametrize("covariance_type", COV_TYPES)
+def test_log_gaussian_prob_matches_scipy(covariance_type):
+    rng = np.random.default_rng(0)
+    k, d, n = 3, 4, 50
+    p, cov = random_precision_cholesky(rng, k, d, covariance_type)
+    means = rng.normal(size=(k, d))
+    x = rng.normal(scale=2.0, size=(n, d))
+    got = gaussian.log_gaussian_prob(
+        tf.constant(x), tf.constant(means), tf.constant(p), covariance_type
+    ).numpy()
+    want = np.stack(
+        [stats.multivariate_normal(means[j], cov[j]).logpdf(x) for j in range(k)],
+        axis=-1,
+    )
+    np.testing.assert_allclose(got, want, rtol=1e-10)
+
+
+@pytest.mark.parametrize("covariance_type", COV_TYPES)
+def test_log_mixture_prob_and_responsibilities(covariance_type):
+    rng = np.random.default_rng(1)
+    k, d, n = 4, 3, 40
+    p, cov = random_precision_cholesky(rng, k, d, covariance_type)
+    means = rng.normal(size=(k, d))
+    w = rng.dirichlet(np.ones(k))
+    x = rng.normal(size=(n, d))
+    comp = np.stack(
+        [stats.multivariate_normal(means[j], cov[j]).logpdf(x) for j in range(k)],
+        axis=-1,
+    )
+    want = special.logsumexp(np.log(w) + comp, axis=-1)
+    args = (tf.constant(x), tf.constant(np.log(w)), tf.constant(means), tf.constant(p))
+    got = gaussian.log_mixture_prob(*args, covariance_type).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-10)
+    log_resp, log_prob = gaussian.log_responsibilities(*args, covariance_type)
+    np.testing.assert_allclose(log_prob.numpy(), want, rtol=1e-10)
+    np.testing.assert_allclose(np.exp(log_resp.numpy()).sum(-1), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(
+        log_resp.numpy(), np.log(w) + comp - want[:, None], rtol=1e-9, atol=1e-9
+    )
+
+
+@pytest.mark.parametrize("covariance_type", COV_TYPES)
+def test_covariances_and_log_det(covariance_type):
+    rng = np.random.default_rng(2)
+    k, d = 3, 4
+    p, cov = random_precision_cholesky(rng, k, d, covariance_type)
+    got = gaussian.covariances(tf.constant(p), covariance_type, d).numpy()
+    want = cov[0] if covariance_type == "tied" else cov
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    log_det = gaussian.log_det_cholesky(tf.constant(p), covariance_type, d).numpy()
+    want_log_det = -0.5 * np.linalg.slogdet(want)[1]
+    np.testing.assert_allclose(log_det, want_log_det, rtol=1e-10)
+    std = gaussian.stddevs(tf.constant(p), covariance_type, d).numpy()
+    np.testing.assert_allclose(
+        std, np.sqrt(np.diagonal(want, axis1=-2, axis2=-1)), rtol=1e-10
+    )
+
+
+@pytest.mark.parametrize("covariance_type", COV_TYPES)
+def test_scale_noise_has_the_component_covariance(covariance_type):
+    rng = np.random.default_rng(3)
+    d = 3
+    p, cov = random_precision_cholesky(rng, 1, d, covariance_type)
+    p_one = p if covariance_type == "tied" else p[0]
+    z = tf.random.stateless_normal([200_000, d], seed=[1, 2], dtype=tf.float64)
+    p_b = tf.broadcast_to(tf.constant(p_one), [200_000] + list(np.shape(p_one)))
+    noise = gaussian.scale_noise(z, p_b, covariance_type).numpy()
+    np.testing.assert_allclose(np.cov(noise.T), cov[0], atol=0.02)
+
+
+def test_batched_parameters_broadcast_like_an_mdn():
+    """Per-sample parameters [B, K, ...] score per-sample points [B, D]."""
+    rng = np.random.default_rng(4)
+    b, k, d = 5, 2, 3
+    ps, covs = zip(*[random_precision_cholesky(rng, k, d, "full") for _ in range(b)])
+    means = rng.normal(size=(b, k, d))
+    x = rng.normal(size=(b, d))
+    got = gaussian.log_gaussian_prob(
+        tf.constant(x), tf.constant(means), tf.constant(np.stack(ps)), "full"
+    ).numpy()
+    for i in range(b):
+        for j in range(k):
+            want = stats.multivariate_normal(means[i, j], covs[i][j]).logpdf(x[i])
+            np.testing.assert_allclose(got[i, j], want, rtol=1e-10)
+
+
+def test_unknown_covariance_type_is_a_clear_error():
+    with pytest.raises(ValueError, match="covariance_type.*'diagonal'"):
+        gaussian.check_covariance_type("diagonal")

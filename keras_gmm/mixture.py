@@ -380,6 +380,13 @@ def sample(mixture, seed, temperature=1.0, sigma_temperature=1.0):
     """
     logits = mixture.logits
     dtype = logits.dtype
+    for name, value in (("temperature", temperature),
+                        ("sigma_temperature", sigma_temperature)):
+        if isinstance(value, (int, float)):
+            if value < 0:
+                raise ValueError(f"`{name}` must be >= 0; received {name}={value}.")
+        else:
+            tf.debugging.assert_non_negative(value, message=f"`{name}` must be >= 0")
     seed = tf.cast(seed, tf.int64)
     seeds = tf.random.experimental.stateless_split(seed, num=2)
     batch_rank = logits.shape.rank - 1

@@ -1,0 +1,37 @@
+"""keras_gmm: Gaussian mixture models for Keras 3, on TensorFlow Probability.
+
+The public API:
+
+- :class:`MixtureDensityHead` and :class:`GMMNegLogLik`: mixture density
+  networks trained by negative log-likelihood.
+- :func:`export_saved_model`: SavedModel export in the TF Serving layout.
+- :mod:`keras_gmm.mixture`: the mixture parameterization every layer shares.
+- :mod:`keras_gmm.zoo`: pretrained models; :mod:`keras_gmm.datasets`: the
+  embedded data they are trained and evaluated on.
+"""
+
+import keras as _keras
+
+if _keras.backend.backend() != "tensorflow":  # pragma: no cover - env guard
+    raise ImportError(
+        "keras_gmm runs on the TensorFlow backend of Keras 3 (it builds on "
+        "TensorFlow Probability); found KERAS_BACKEND="
+        f"{_keras.backend.backend()!r}. Set KERAS_BACKEND=tensorflow."
+    )
+
+from keras_gmm import datasets, mixture, ops  # noqa: E402
+from keras_gmm.export import export_saved_model  # noqa: E402
+from keras_gmm.layers import MixtureDensityHead  # noqa: E402
+from keras_gmm.losses import GMMNegLogLik  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GMMNegLogLik",
+    "MixtureDensityHead",
+    "datasets",
+    "export_saved_model",
+    "mixture",
+    "ops",
+    "__version__",
+]

@@ -277,6 +277,17 @@ def export_saved_model(model, export_dir, version=1, overwrite=False):
 # --------------------------------------------------------------------------
 # validation
 # --------------------------------------------------------------------------
+def signature_input_names(model):
+    """The input names the exported signatures take, in ``model.inputs`` order.
+
+    These are what a TF Serving client sends (``{"inputs": {name: ...}}``):
+    the keys of a dict-input model, else the ``keras.Input`` layer names,
+    sanitized to ``[A-Za-z][A-Za-z0-9_]*``.
+    """
+    _check_model(model)
+    return _input_signature(model)[0]
+
+
 def _check_model(model):
     if not isinstance(model, keras.Model):
         raise TypeError(
@@ -511,29 +522,17 @@ def _mixture_density_head_endpoints(head):
 
     def mixture_parameters(params):
         out = dict(head.component_params(params))
-        if head.covariance_type == "tied":  # one [b, D] for all components
-            out["stddevs"] = tf.broadcast_to(
-                out["stddevs"][..., None, :], tf.shape(out["means"])
-            )
         out["mean"] = head.mean(params)
         return out
 
     def sample(params, temperature, sigma_temperature, seed):
-        checks = [
-            tf.debugging.assert_greater_equal(
-                temperature, 0.0, message="`temperature` must be >= 0"
-            ),
-            tf.debugging.assert_greater_equal(
-                sigma_temperature, 0.0, message="`sigma_temperature` must be >= 0"
-            ),
-        ]
-        with tf.control_dependencies(checks):
-            samples = head.sample(
-                params,
-                temperature=temperature,
-                sigma_temperature=sigma_temperature,
-                seed=seed,
-            )
+        # mixture.sample checks in-graph that both temperatures are >= 0.
+        samples = head.sample(
+            params,
+            temperature=temperature,
+            sigma_temperature=sigma_temperature,
+            seed=seed,
+        )
         return {"samples": samples}
 
     scalar = tf.TensorSpec([], tf.float32)

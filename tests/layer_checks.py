@@ -80,8 +80,22 @@ def check_mixed_precision(make_model, x, y, make_loss, float32_outputs=True):
         keras.mixed_precision.set_global_policy("float32")
 
 
+def check_export_reload(model, x, tmp_path):
+    """Exported SavedModel, loaded without keras_gmm/TFP, gives the same outputs."""
+    import keras_gmm
+    from tests.export_utils import tf_only_outputs
+
+    path = keras_gmm.export_saved_model(model, tmp_path / "export", version=1)
+    (input_name,) = keras_gmm.export.signature_input_names(model)
+    outputs = tf_only_outputs(path, "serving_default", {input_name: np.asarray(x)})
+    (served,) = outputs.values()
+    np.testing.assert_allclose(
+        served, np.asarray(model.predict(x, verbose=0)), rtol=1e-5, atol=1e-6
+    )
+
+
 def check_layer(make_model, layer_of, x, y, make_loss, tmp_path,
-                float32_outputs=True, export_check=None):
+                float32_outputs=True, export_check=check_export_reload):
     """Run all the checks.
 
     Args:
@@ -89,7 +103,9 @@ def check_layer(make_model, layer_of, x, y, make_loss, tmp_path,
         layer_of: ``model -> layer`` under test.
         x, y: a small batch of inputs and targets.
         make_loss: ``model -> loss`` to compile with.
-        export_check: optional ``(model, x, tmp_path) -> None`` export check.
+        export_check: ``(model, x, tmp_path) -> None`` export check (default:
+            :func:`check_export_reload`); None skips it where another test
+            already exports the same configuration.
     """
     model = make_model()
     layer = layer_of(model)

@@ -251,11 +251,12 @@ def split_params(params, num_components, event_size, covariance_type="diag",
         )
     if not params.dtype.is_floating:
         params = tf.cast(params, tf.float32)
-    s = param_slices(num_components, event_size, covariance_type)
     k, d = num_components, event_size
-    logits = params[..., s["logits"]]
-    locs = _unflatten_last(params[..., s["locs"]], [k, d])
-    raw = params[..., s["scale"]]
+    # One split (not three slices): fewer ops in the training step.
+    logits, flat_locs, raw = tf.split(
+        params, [k, k * d, expected - k - k * d], axis=-1
+    )
+    locs = _unflatten_last(flat_locs, [k, d])
     if covariance_type == "diag":
         prec_chol = tf.math.reciprocal(
             _positive_scale(_unflatten_last(raw, [k, d]), min_scale)

@@ -19,7 +19,7 @@ if _keras.backend.backend() != "tensorflow":  # pragma: no cover - env guard
         f"{_keras.backend.backend()!r}. Set KERAS_BACKEND=tensorflow."
     )
 
-from keras_gmm import datasets, mixture, ops  # noqa: E402
+from keras_gmm import datasets, mixture, ops, zoo  # noqa: E402
 from keras_gmm.export import export_saved_model  # noqa: E402
 from keras_gmm.layers import MixtureDensityHead  # noqa: E402
 from keras_gmm.losses import GMMNegLogLik  # noqa: E402
@@ -33,5 +33,6 @@ __all__ = [
     "export_saved_model",
     "mixture",
     "ops",
+    "zoo",
     "__version__",
 ]

@@ -29,6 +29,10 @@ CHECK_INSTALLED = textwrap.dedent(
 
     site = Path(sys.argv[1]).resolve()
     repo = Path(sys.argv[2]).resolve()
+    # An editable install of the checkout (pip install -e) puts the repository
+    # on sys.path through a .pth file; drop it, as on a machine with only the
+    # wheel installed.
+    sys.path[:] = [p for p in sys.path if not p or Path(p).resolve() != repo]
     assert not any(
         p and Path(p).resolve() == repo for p in sys.path
     ), ("repository on sys.path", sys.path)

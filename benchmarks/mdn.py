@@ -28,8 +28,9 @@ All three run in one process, on identical data, with
 ``keras.utils.set_random_seed(seed)`` before each model is built, the same
 ``compile``/``fit`` settings (``jit_compile`` left at the Keras default,
 ``"auto"``, which Keras resolves to False on a CPU-only machine and to XLA on a
-GPU; the resolved value is printed), and the three alternate within each seed
-(the starting method rotates from seed to seed).
+GPU; the resolved value is printed), and they alternate epoch by epoch (one
+epoch of each in turn, the starting method rotating every epoch), so that a
+busy spell of a shared machine falls on all three alike.
 
 What is measured:
 
@@ -205,34 +206,52 @@ class EpochRecorder(keras.callbacks.Callback):
         self.train_loss.append(float((logs or {}).get("loss", float("nan"))))
 
 
-def run_one(name, builder, seed, data, epochs):
+def run_seed(builders, order, seed, data, epochs):
+    """Train every method for ``epochs`` epochs with one seed, in lockstep.
+
+    Epochs are interleaved (one epoch of each method in turn, the starting
+    method rotating every epoch), so a slow spell of the machine falls on all
+    methods alike instead of on whichever happened to run then.
+    """
     x_train, y_train, x_val, y_val = data
     keras.backend.clear_session()
-    keras.utils.set_random_seed(seed)
-    model, loss, components = builder()
-    model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss=loss)
-    recorder = EpochRecorder(x_val, y_val, components)
-    model.fit(
-        x_train,
-        y_train,
-        batch_size=BATCH_SIZE,
-        epochs=epochs,
-        shuffle=True,
-        verbose=0,
-        callbacks=[recorder],
-    )
-    outputs = model(x_val, training=False)
-    own_loss = float(np.mean(np.asarray(loss(y_val, outputs))))
-    return {
-        "method": name,
-        "seed": seed,
-        "jit_compile": bool(model.jit_compile),
-        "epoch_seconds": recorder.epoch_seconds,
-        "val_nll_per_epoch": recorder.val_nll,
-        "train_loss_per_epoch": recorder.train_loss,
-        "val_nll": recorder.val_nll[-1],
-        "own_loss_on_val": own_loss,
-    }
+    models = {}
+    for name in order:
+        keras.utils.set_random_seed(seed)
+        model, loss, components = builders[name]()
+        model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss=loss)
+        models[name] = (model, loss, EpochRecorder(x_val, y_val, components))
+    for epoch in range(epochs):
+        shift = epoch % len(order)
+        for name in order[shift:] + order[:shift]:
+            model, _, recorder = models[name]
+            model.fit(
+                x_train,
+                y_train,
+                batch_size=BATCH_SIZE,
+                epochs=epoch + 1,
+                initial_epoch=epoch,
+                shuffle=True,
+                verbose=0,
+                callbacks=[recorder],
+            )
+    runs = []
+    for name in order:
+        model, loss, recorder = models[name]
+        outputs = model(x_val, training=False)
+        runs.append(
+            {
+                "method": name,
+                "seed": seed,
+                "jit_compile": bool(model.jit_compile),
+                "epoch_seconds": recorder.epoch_seconds,
+                "val_nll_per_epoch": recorder.val_nll,
+                "train_loss_per_epoch": recorder.train_loss,
+                "val_nll": recorder.val_nll[-1],
+                "own_loss_on_val": float(np.mean(np.asarray(loss(y_val, outputs)))),
+            }
+        )
+    return runs
 
 
 def _timed_epochs(run):
@@ -337,18 +356,17 @@ def main(argv=None):
     load_before = os.getloadavg()
     runs = []
     for seed in range(args.seeds):
+        start = time.perf_counter()
         order = methods[seed % len(methods):] + methods[:seed % len(methods)]
-        for name in order:
-            start = time.perf_counter()
-            run = run_one(name, builders[name], seed, data, args.epochs)
+        for run in run_seed(builders, order, seed, data, args.epochs):
             runs.append(run)
             print(
-                f"  seed {seed} {name:<16} val NLL {run['val_nll']:.4f}  "
+                f"  seed {seed} {run['method']:<16} val NLL {run['val_nll']:.4f}  "
                 f"median s/epoch {np.median(_timed_epochs(run)):.4f}  "
-                f"({time.perf_counter() - start:.1f} s, "
-                f"jit_compile={run['jit_compile']})",
+                f"(jit_compile={run['jit_compile']})",
                 flush=True,
             )
+        print(f"  seed {seed}: {time.perf_counter() - start:.1f} s", flush=True)
     load_after = os.getloadavg()
 
     summary = summarise(runs, methods)

@@ -1,29 +1,10 @@
 """Losses for mixture outputs."""
 
-import math
-
 import keras
 import tensorflow as tf
 
 from keras_gmm import mixture as mixture_lib
-from keras_gmm.ops.gaussian import check_covariance_type
-
-__all__ = ["GMMNegLogLik", "check_min_scale"]
-
-
-def check_min_scale(min_scale):
-    """Raise a ValueError unless ``min_scale`` is a finite positive number."""
-    if (
-        isinstance(min_scale, bool)
-        or not isinstance(min_scale, (int, float))
-        or not math.isfinite(min_scale)
-        or min_scale <= 0
-    ):
-        raise ValueError(
-            "`min_scale` must be a finite number > 0 (the floor added to every "
-            f"softplus scale, e.g. 1e-3); received min_scale={min_scale!r}."
-        )
-    return float(min_scale)
+__all__ = ["GMMNegLogLik", "check_targets"]
 
 
 def check_targets(y_true, event_size, params_rank=None, arg_name="y_true"):
@@ -100,24 +81,19 @@ class GMMNegLogLik(keras.losses.Loss):
         name="gmm_neg_log_lik",
         dtype=None,
     ):
-        # params_size validates num_components / event_size.
-        mixture_lib.params_size(num_components, event_size, covariance_type)
-        check_covariance_type(covariance_type)
+        self.layout = mixture_lib.MixtureLayout(
+            num_components, event_size, covariance_type, min_scale
+        )
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.num_components = int(num_components)
-        self.event_size = int(event_size)
-        self.covariance_type = covariance_type
-        self.min_scale = check_min_scale(min_scale)
+
+    num_components = property(lambda self: self.layout.num_components)
+    event_size = property(lambda self: self.layout.event_size)
+    covariance_type = property(lambda self: self.layout.covariance_type)
+    min_scale = property(lambda self: self.layout.min_scale)
 
     def mixture(self, y_pred):
         """The :class:`keras_gmm.mixture.MixtureParams` in ``y_pred`` (float32)."""
-        return mixture_lib.split_params(
-            tf.cast(y_pred, tf.float32),
-            self.num_components,
-            self.event_size,
-            self.covariance_type,
-            self.min_scale,
-        )
+        return self.layout.split(y_pred)
 
     def call(self, y_true, y_pred):
         y_true = check_targets(
@@ -127,12 +103,5 @@ class GMMNegLogLik(keras.losses.Loss):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {
-                "num_components": self.num_components,
-                "event_size": self.event_size,
-                "covariance_type": self.covariance_type,
-                "min_scale": self.min_scale,
-            }
-        )
+        config.update(self.layout.get_config())
         return config

@@ -32,6 +32,8 @@ scales are precision Cholesky factors in scikit-learn's layout
 ``P = W.T``, so the log-density needs one product and no solve.
 """
 
+import dataclasses
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -45,7 +47,9 @@ tfd = tfp.distributions
 
 __all__ = [
     "COVARIANCE_TYPES",
+    "MixtureLayout",
     "MixtureParams",
+    "check_min_scale",
     "params_size",
     "param_slices",
     "split_params",
@@ -269,6 +273,72 @@ def split_params(params, num_components, event_size, covariance_type="diag",
     else:  # tied
         prec_chol = _precision_cholesky_from_tril(raw, d, min_scale)
     return MixtureParams(logits, locs, prec_chol, covariance_type)
+
+
+def check_min_scale(min_scale):
+    """Raise a ValueError unless ``min_scale`` is a finite positive number."""
+    if (
+        isinstance(min_scale, bool)
+        or not isinstance(min_scale, (int, float, np.floating, np.integer))
+        or not math.isfinite(min_scale)
+        or min_scale <= 0
+    ):
+        raise ValueError(
+            "`min_scale` must be a finite number > 0 (the floor added to every "
+            f"softplus scale, e.g. 1e-3); received min_scale={min_scale!r}."
+        )
+    return float(min_scale)
+
+
+@dataclasses.dataclass(frozen=True)
+class MixtureLayout:
+    """The layout of a mixture in a flat tensor: what a head and its loss share.
+
+    Validates its fields on construction (a ValueError names the argument and
+    the value), and reads flat parameters with :meth:`split`.
+
+    Example:
+
+    >>> layout = MixtureLayout(num_components=3, event_size=2)
+    >>> layout.params_size
+    15
+    """
+
+    num_components: int
+    event_size: int
+    covariance_type: str = "diag"
+    min_scale: float = 1e-3
+
+    def __post_init__(self):
+        check = {
+            "num_components": _check_positive_int(self.num_components, "num_components"),
+            "event_size": _check_positive_int(self.event_size, "event_size"),
+            "covariance_type": check_covariance_type(self.covariance_type),
+            "min_scale": check_min_scale(self.min_scale),
+        }
+        for name, value in check.items():
+            object.__setattr__(self, name, value)
+
+    @property
+    def params_size(self):
+        return params_size(self.num_components, self.event_size, self.covariance_type)
+
+    def slices(self):
+        return param_slices(self.num_components, self.event_size, self.covariance_type)
+
+    def split(self, params, dtype=tf.float32):
+        """:func:`split_params` of ``params`` cast to ``dtype`` (float32 by
+        default, so probability math stays float32 under mixed precision)."""
+        return split_params(
+            tf.cast(params, dtype),
+            self.num_components,
+            self.event_size,
+            self.covariance_type,
+            self.min_scale,
+        )
+
+    def get_config(self):
+        return dataclasses.asdict(self)
 
 
 # --------------------------------------------------------------------------

@@ -5,8 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_gmm import mixture as mixture_lib
-from keras_gmm.losses import GMMNegLogLik, check_min_scale, check_targets
-from keras_gmm.ops.gaussian import check_covariance_type
+from keras_gmm.losses import GMMNegLogLik, check_targets
 
 __all__ = ["MixtureDensityHead"]
 
@@ -106,14 +105,10 @@ class MixtureDensityHead(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        check_covariance_type(covariance_type)
-        self.units = mixture_lib.params_size(
-            num_components, event_size, covariance_type
+        self.layout = mixture_lib.MixtureLayout(
+            num_components, event_size, covariance_type, min_scale
         )
-        self.num_components = int(num_components)
-        self.event_size = int(event_size)
-        self.covariance_type = covariance_type
-        self.min_scale = check_min_scale(min_scale)
+        self.units = self.layout.params_size
         self.logits_gain = _check_gain(logits_gain, "logits_gain")
         self.locs_gain = _check_gain(locs_gain, "locs_gain")
         self.scale_gain = _check_gain(scale_gain, "scale_gain")
@@ -126,9 +121,7 @@ class MixtureDensityHead(keras.layers.Layer):
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self.bias_regularizer = keras.regularizers.get(bias_regularizer)
         self.seed_generator = keras.random.SeedGenerator(self.seed)
-        self._slices = mixture_lib.param_slices(
-            self.num_components, self.event_size, covariance_type
-        )
+        self._slices = self.layout.slices()
         gains = np.empty(self.units, dtype=np.float32)
         gains[self._slices["logits"]] = self.logits_gain
         gains[self._slices["locs"]] = self.locs_gain
@@ -203,25 +196,18 @@ class MixtureDensityHead(keras.layers.Layer):
         )
 
     # ------------------------------------------------- reading the parameters
+    num_components = property(lambda self: self.layout.num_components)
+    event_size = property(lambda self: self.layout.event_size)
+    covariance_type = property(lambda self: self.layout.covariance_type)
+    min_scale = property(lambda self: self.layout.min_scale)
+
     def mixture(self, params):
         """The :class:`keras_gmm.mixture.MixtureParams` held in ``params``."""
-        return mixture_lib.split_params(
-            tf.cast(params, tf.float32),
-            self.num_components,
-            self.event_size,
-            self.covariance_type,
-            self.min_scale,
-        )
+        return self.layout.split(params)
 
     def loss(self, **kwargs):
         """The matching :class:`keras_gmm.GMMNegLogLik` (same K, D, type, floor)."""
-        return GMMNegLogLik(
-            self.num_components,
-            self.event_size,
-            self.covariance_type,
-            self.min_scale,
-            **kwargs,
-        )
+        return GMMNegLogLik(**self.layout.get_config(), **kwargs)
 
     def distribution(self, params):
         """A ``tfd.MixtureSameFamily`` over ``[..., event_size]``."""
@@ -288,12 +274,9 @@ class MixtureDensityHead(keras.layers.Layer):
     # ------------------------------------------------------------- config
     def get_config(self):
         config = super().get_config()
+        config.update(self.layout.get_config())
         config.update(
             {
-                "num_components": self.num_components,
-                "event_size": self.event_size,
-                "covariance_type": self.covariance_type,
-                "min_scale": self.min_scale,
                 "logits_gain": self.logits_gain,
                 "locs_gain": self.locs_gain,
                 "scale_gain": self.scale_gain,

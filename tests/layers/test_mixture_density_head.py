@@ -176,7 +176,9 @@ def test_docstring_example_runs():
         runner.run(test)
     for test in finder.find(mixture.params_size, "params_size"):
         runner.run(test)
-    assert runner.failures == 0 and runner.tries >= 8
+    for test in finder.find(mixture.MixtureLayout, "MixtureLayout"):
+        runner.run(test)
+    assert runner.failures == 0 and runner.tries >= 10
 
 
 @pytest.mark.parametrize(

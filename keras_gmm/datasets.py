@@ -9,7 +9,7 @@ import math
 import numpy as np
 
 __all__ = ["inverse_sine", "INVERSE_SINE_SPLITS", "inverse_sine_split",
-           "inverse_sine_conditional_entropy"]
+           "inverse_sine_conditional_entropy", "load_digits", "DIGITS_SPLIT"]
 
 # Fixed seeds and sizes of the splits the zoo and the examples use.
 INVERSE_SINE_SPLITS = {
@@ -74,3 +74,58 @@ def inverse_sine_conditional_entropy(num_y=20001):
     mask = p_x > 0
     e_log_px = float(np.sum(p_x[mask] * np.log(p_x[mask])) * dx)
     return -math.log(5.0) + e_log_px
+
+
+# The one fixed, stratified split of scikit-learn's digits that every digits
+# zoo model and example uses.
+DIGITS_SPLIT = {"test_fraction": 0.25, "seed": 0}
+
+
+def load_digits(split="train"):
+    """scikit-learn's 8x8 digits with one fixed stratified split.
+
+    The 1,797 images of scikit-learn's ``load_digits`` (shipped inside the
+    scikit-learn package, so nothing is downloaded) are split per class: for
+    each digit, a permutation from ``numpy.random.default_rng(0)`` puts the
+    first ``ceil(0.25 * n_class)`` images in "test" and the rest in "train"
+    (1,343 train / 454 test), the same on every machine.
+
+    Args:
+        split: "train", "test" or "all" (train then test).
+
+    Returns:
+        ``(x, y)``: x float32 ``[n, 64]`` with values in [0, 1] (pixel / 16),
+        y int64 labels ``[n]``.
+
+    Raises:
+        ImportError: scikit-learn is not installed (``pip install
+            scikit-learn``, or the ``examples``/``test`` extras).
+    """
+    if split not in ("train", "test", "all"):
+        raise ValueError(
+            "`split` must be 'train', 'test' or 'all'; "
+            f"received split={split!r}."
+        )
+    try:
+        from sklearn.datasets import load_digits as sklearn_load_digits
+    except ImportError as error:  # pragma: no cover - depends on the env
+        raise ImportError(
+            "keras_gmm.datasets.load_digits reads the digits that ship with "
+            "scikit-learn; install it with `pip install scikit-learn` (it is "
+            "in the `examples` and `test` extras)."
+        ) from error
+    data = sklearn_load_digits()
+    x = (np.asarray(data.data, np.float64) / 16.0).astype(np.float32)
+    y = np.asarray(data.target, np.int64)
+    rng = np.random.default_rng(DIGITS_SPLIT["seed"])
+    test = np.zeros(len(y), bool)
+    for label in np.unique(y):
+        members = np.flatnonzero(y == label)
+        chosen = rng.permutation(members)
+        test[chosen[: math.ceil(DIGITS_SPLIT["test_fraction"] * len(members))]] = True
+    if split == "train":
+        return x[~test], y[~test]
+    if split == "test":
+        return x[test], y[test]
+    order = np.concatenate([np.flatnonzero(~test), np.flatnonzero(test)])
+    return x[order], y[order]

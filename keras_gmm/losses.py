@@ -32,7 +32,7 @@ def check_targets(y_true, event_size, params_rank=None, arg_name="y_true"):
 
 
 @keras.saving.register_keras_serializable(package="keras_gmm")
-class GMMNegLogLik(keras.losses.Loss):
+class GMMNegLogLik(mixture_lib.MixtureLayoutMixin, keras.losses.Loss):
     """Negative log-likelihood of targets under a predicted Gaussian mixture.
 
     For each sample, ``-log p(y_true | y_pred)`` where ``y_pred`` holds the flat
@@ -85,15 +85,6 @@ class GMMNegLogLik(keras.losses.Loss):
             num_components, event_size, covariance_type, min_scale
         )
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-
-    num_components = property(lambda self: self.layout.num_components)
-    event_size = property(lambda self: self.layout.event_size)
-    covariance_type = property(lambda self: self.layout.covariance_type)
-    min_scale = property(lambda self: self.layout.min_scale)
-
-    def mixture(self, y_pred):
-        """The :class:`keras_gmm.mixture.MixtureParams` in ``y_pred`` (float32)."""
-        return self.layout.split(y_pred)
 
     def call(self, y_true, y_pred):
         y_true = check_targets(

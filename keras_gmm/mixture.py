@@ -48,6 +48,7 @@ tfd = tfp.distributions
 __all__ = [
     "COVARIANCE_TYPES",
     "MixtureLayout",
+    "MixtureLayoutMixin",
     "MixtureParams",
     "check_min_scale",
     "params_size",
@@ -339,6 +340,21 @@ class MixtureLayout:
 
     def get_config(self):
         return dataclasses.asdict(self)
+
+
+class MixtureLayoutMixin:
+    """For classes holding a :class:`MixtureLayout` as ``self.layout`` (the
+    mixture density head, its loss): its fields, read-only, and
+    :meth:`mixture`."""
+
+    num_components = property(lambda self: self.layout.num_components)
+    event_size = property(lambda self: self.layout.event_size)
+    covariance_type = property(lambda self: self.layout.covariance_type)
+    min_scale = property(lambda self: self.layout.min_scale)
+
+    def mixture(self, params):
+        """The :class:`MixtureParams` held in flat ``params`` (float32)."""
+        return self.layout.split(params)
 
 
 # --------------------------------------------------------------------------

@@ -20,7 +20,7 @@ _SMALL_KERNEL_FACTOR = 0.1
 
 
 @keras.saving.register_keras_serializable(package="keras_gmm")
-class MixtureDensityHead(keras.layers.Layer):
+class MixtureDensityHead(mixture_lib.MixtureLayoutMixin, keras.layers.Layer):
     """Maps features to the parameters of a Gaussian mixture (an MDN head).
 
     A mixture density network (Bishop, 1994) predicts, for each input, a
@@ -200,15 +200,6 @@ class MixtureDensityHead(keras.layers.Layer):
         )
 
     # ------------------------------------------------- reading the parameters
-    num_components = property(lambda self: self.layout.num_components)
-    event_size = property(lambda self: self.layout.event_size)
-    covariance_type = property(lambda self: self.layout.covariance_type)
-    min_scale = property(lambda self: self.layout.min_scale)
-
-    def mixture(self, params):
-        """The :class:`keras_gmm.mixture.MixtureParams` held in ``params``."""
-        return self.layout.split(params)
-
     def loss(self, **kwargs):
         """The matching :class:`keras_gmm.GMMNegLogLik` (same K, D, type, floor)."""
         return GMMNegLogLik(**self.layout.get_config(), **kwargs)

@@ -108,6 +108,51 @@ _SQ_MAHALANOBIS = {
 }
 
 
+# Un-batched fast path for "full"/"tied" (x [N, D], means [K, D]): whiten the
+# points and the means with matrix products, ``y = x P - mu P`` (scikit-learn's
+# form), instead of a batched mat-vec per (point, component). Both are first
+# centred on the mean of the means: the products then never hold the data's
+# offset from the origin, so float32 does not cancel catastrophically. The
+# result equals the general path up to rounding.
+def _sq_mahalanobis_full_gemm(x, means, prec_chol):
+    ref = tf.reduce_mean(means, axis=0)
+    y_x = tf.einsum("nd,kde->nke", x - ref, prec_chol)  # [N, K, D]
+    y_mu = tf.einsum("kd,kde->ke", means - ref, prec_chol)  # [K, D]
+    return tf.reduce_sum(tf.square(y_x - y_mu), axis=-1)
+
+
+def _sq_mahalanobis_tied_gemm(x, means, prec_chol):
+    ref = tf.reduce_mean(means, axis=0)
+    y_x = tf.matmul(x - ref, prec_chol)  # [N, D]
+    y_mu = tf.matmul(means - ref, prec_chol)  # [K, D]
+    return tf.reduce_sum(tf.square(y_x[:, None, :] - y_mu), axis=-1)
+
+
+_SQ_MAHALANOBIS_GEMM = {
+    # covariance type: (function, rank of an un-batched precision factor)
+    "full": (_sq_mahalanobis_full_gemm, 3),
+    "tied": (_sq_mahalanobis_tied_gemm, 2),
+}
+
+
+def _static_rank(t):
+    try:
+        return len(t.shape)  # tensors and NumPy arrays alike
+    except (AttributeError, TypeError, ValueError):  # no shape / unknown rank
+        return None
+
+
+def _use_gemm(x, means, precisions_cholesky, covariance_type):
+    if covariance_type not in _SQ_MAHALANOBIS_GEMM:
+        return False
+    prec_rank = _SQ_MAHALANOBIS_GEMM[covariance_type][1]
+    return (
+        _static_rank(x) == 2
+        and _static_rank(means) == 2
+        and _static_rank(precisions_cholesky) == prec_rank
+    )
+
+
 def log_gaussian_prob(x, means, precisions_cholesky, covariance_type):
     """Per-component Gaussian log-densities of ``x``.
 
@@ -121,10 +166,18 @@ def log_gaussian_prob(x, means, precisions_cholesky, covariance_type):
     Returns:
         ``[..., K]``: ``log N(x | means[k], covariance[k])`` for each component,
         including the ``-D/2 log(2 pi)`` constant.
+
+    For "full"/"tied" with un-batched ``x [N, D]`` and ``means [K, D]`` (a
+    fitted mixture, as in EM) the whitening is done with matrix products, as
+    scikit-learn does; the result is the same up to rounding.
     """
     event_size = means.shape[-1]
-    diff = x[..., None, :] - means
-    sq = _SQ_MAHALANOBIS[covariance_type](diff, precisions_cholesky)
+    if _use_gemm(x, means, precisions_cholesky, covariance_type):
+        gemm = _SQ_MAHALANOBIS_GEMM[covariance_type][0]
+        sq = gemm(x, means, precisions_cholesky)
+    else:
+        diff = x[..., None, :] - means
+        sq = _SQ_MAHALANOBIS[covariance_type](diff, precisions_cholesky)
     log_det = log_det_cholesky(precisions_cholesky, covariance_type, event_size)
     if covariance_type == "tied":
         log_det = log_det[..., None]

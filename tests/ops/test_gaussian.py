@@ -123,3 +123,39 @@ def test_batched_parameters_broadcast_like_an_mdn():
 def test_unknown_covariance_type_is_a_clear_error():
     with pytest.raises(ValueError, match="covariance_type.*'diagonal'"):
         gaussian.check_covariance_type("diagonal")
+
+
+# --------------------------------------------------------------------------
+# gaussian.log_gaussian_prob: un-batched GEMM fast path == general path
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize("offset", [0.0, 1e4])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("covariance_type", ["full", "tied"])
+def test_gemm_fast_path_equals_general_path(covariance_type, dtype, offset):
+    rng = np.random.default_rng(11)
+    k, d = 4, 3
+    x64 = rng.normal(size=(50, d)) * 2
+    means64 = rng.normal(size=(k, d))
+    shape = (k, d, d) if covariance_type == "full" else (d, d)
+    p64 = np.triu(rng.normal(size=shape) * 0.3) + np.eye(d)
+    args = [tf.constant(a, dtype) for a in (x64 + offset, means64 + offset, p64)]
+    ref = gaussian.log_gaussian_prob(  # exact: float64, no offset, general path
+        x64[None], means64[None], p64[None], covariance_type)[0].numpy()
+    assert gaussian._use_gemm(*args, covariance_type)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(args)
+        fast = gaussian.log_gaussian_prob(*args, covariance_type)
+        general = gaussian.log_gaussian_prob(*[a[None] for a in args],
+                                             covariance_type)[0]
+    if dtype == "float64" and offset == 0.0:
+        np.testing.assert_allclose(fast.numpy(), general.numpy(), rtol=1e-12)
+        for a in args:
+            np.testing.assert_allclose(tape.gradient(fast, a).numpy(),
+                                       tape.gradient(general, a).numpy(), rtol=1e-10,
+                                       atol=1e-12)
+    else:
+        # The fast path is no less accurate than the general one (the offset
+        # 1e4 itself costs float32 ~1e-3 in the inputs).
+        err_fast = np.abs(fast.numpy() - ref).max()
+        err_general = np.abs(general.numpy() - ref).max()
+        assert err_fast <= 2 * err_general + 1e-4 * np.abs(ref).max()

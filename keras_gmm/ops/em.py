@@ -1,0 +1,600 @@
+"""Expectation-maximisation for Gaussian mixtures: pure, streamable TF math.
+
+These functions hold no state. The ``GaussianMixtureEM`` layer calls them in a
+``tf.function`` loop that streams the data in batches::
+
+    shift = means                                      # current means, [K, D]
+    stats = zero_statistics(K, D, covariance_type, dtype)
+    for x in batches:                                  # one pass over the data
+        log_resp, log_prob = e_step(x, log(weights), means, prec_chol, cov_type)
+        stats = add_statistics(
+            stats, sufficient_statistics(x, exp(log_resp), shift, cov_type))
+        log_prob_sum += sum(log_prob)                  # lower bound numerator
+    weights, means, covariances, prec_chol = m_step(stats, shift, cov_type,
+                                                    reg_covar)
+
+This reproduces scikit-learn's ``GaussianMixture`` EM (``_e_step``,
+``_estimate_gaussian_parameters`` and ``_compute_precision_cholesky``): its
+``lower_bound_`` of an iteration is the mean ``log_prob`` of the E-step made
+*before* that iteration's M-step, exactly as above.
+
+Design
+------
+* **Accumulable statistics.** :class:`Stats` holds plain sums over data points
+  (``nk``, ``sum_dx``, ``sum_dxdx``), so batches are combined with
+  :func:`add_statistics` and replicas with an all-reduce ``SUM``; the M-step
+  only ever sees the totals.
+* **Centred (shifted) moments.** scikit-learn's diag/spherical/tied formulas
+  use ``E[x^2] - mu^2``, which cancels catastrophically in float32 when the data
+  sit far from the origin (its issue #30382: negative variances). Here every
+  moment is taken around a per-component shift ``c_k`` (the current means are
+  the natural choice: they are close to the new means)::
+
+      nk       = sum_n r_nk                             [K]
+      sum_dx   = sum_n r_nk (x_n - c_k)                 [K, D]
+      sum_dxdx = sum_n r_nk (x_n - c_k)(x_n - c_k)^T    full [K, D, D]
+                 sum_k of the above                     tied [D, D]
+                 sum_n r_nk (x_n - c_k)^2               diag [K, D]
+                 sum_n r_nk ||x_n - c_k||^2             spherical [K]
+
+  and with ``nk' = nk + 10 eps`` (as scikit-learn), ``d_k = sum_dx_k / nk'``::
+
+      mean_k = c_k + d_k
+      sum_n r_nk (x_n - mean_k)(x_n - mean_k)^T
+             = sum_dxdx_k - (2 nk' - nk) d_k d_k^T      (exact)
+
+  so the only subtraction left involves the small ``d_k``. Covariances are then
+  divided by ``nk'`` (full, diag, spherical) or by ``sum_k nk'`` (tied), and
+  ``reg_covar`` is added to the diagonal, as in scikit-learn. Weights are
+  ``nk' / sum(nk')`` (scikit-learn's M-step); the initialisation from
+  responsibilities (:func:`parameters_from_resp`) uses ``nk' / N`` as
+  scikit-learn's ``_initialize`` does.
+* **Empty components.** If ``nk ~ 0`` then ``sum_dx ~ 0`` and
+  ``sum_dxdx ~ 0``, so ``d_k = sum_dx / (nk + 10 eps)`` stays finite: the mean
+  falls back to the shift (no ``0/0``), the covariance is ``reg_covar * I``
+  (finite and positive definite as long as ``reg_covar > 0``) and the weight is
+  ~0. Nothing in the M-step produces a NaN from an empty component.
+* **Cholesky failure.** TensorFlow's Cholesky returns NaNs (it does not raise)
+  for a matrix that is not positive definite, and a non-positive diag/spherical
+  variance gives an infinite or NaN ``1/sqrt``. :func:`check_precisions_cholesky`
+  turns a non-finite factor into a ``ValueError`` when run eagerly and into an
+  ``InvalidArgumentError`` (``tf.debugging.assert_all_finite``) inside a
+  ``tf.function``; both carry scikit-learn's message (fewer components, larger
+  ``reg_covar``, scaled data). Under ``jit_compile=True`` XLA drops assertions:
+  the caller must then check the returned factor eagerly with
+  :func:`check_precisions_cholesky` (the factor is NaN, never silently wrong).
+* One small function per covariance type, chosen through a dict.
+* Initialisation (:func:`kmeans_plusplus`, :func:`kmeans`, :func:`random_resp`,
+  :func:`random_from_data_resp`, :func:`parameters_from_resp`) mirrors
+  scikit-learn's ``init_params`` with TF stateless RNG (``seed``: a shape-[2]
+  integer tensor, with the Philox algorithm fixed and floats built from
+  integer draws, so eager, graph and XLA draw the same numbers); the random
+  streams differ from NumPy's, the sampling distributions do not (k-means++
+  draws its candidates by Gumbel-max rather than an inverse CDF).
+
+All functions are dtype-generic (float32/float64) and use static shapes, so
+they run under ``tf.function(jit_compile=True)``.
+"""
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+import tensorflow as tf
+
+from keras_gmm.ops import gaussian
+from keras_gmm.ops.gaussian import COVARIANCE_TYPES, check_covariance_type
+
+__all__ = [
+    "COVARIANCE_TYPES",
+    "Stats",
+    "e_step",
+    "sufficient_statistics",
+    "zero_statistics",
+    "add_statistics",
+    "m_step",
+    "estimate_gaussian_parameters",
+    "precisions_cholesky_from_covariances",
+    "precisions_cholesky_from_precisions",
+    "covariances_from_precisions_cholesky",
+    "covariances_from_precisions",
+    "check_precisions_cholesky",
+    "ill_defined_covariance_message",
+    "kmeans_plusplus",
+    "kmeans",
+    "labels_to_resp",
+    "random_resp",
+    "random_from_data_resp",
+    "parameters_from_resp",
+    "lower_bound",
+]
+
+
+def ill_defined_covariance_message(dtype):
+    """scikit-learn's message for a failed precision Cholesky factor."""
+    message = (
+        "Fitting the mixture model failed because some components have "
+        "ill-defined empirical covariance (for instance caused by singleton "
+        "or collapsed samples). Try to decrease the number of components, "
+        "increase reg_covar, or scale the input data."
+    )
+    if tf.as_dtype(dtype) != tf.float64:
+        message += (
+            " The numerical accuracy can also be improved by passing float64"
+            " data instead of float32."
+        )
+    return message
+
+
+# --------------------------------------------------------------------------
+# E-step
+# --------------------------------------------------------------------------
+def e_step(x, log_weights, means, precisions_cholesky, covariance_type):
+    """Log-responsibilities and log-likelihoods of a batch.
+
+    Args:
+        x: ``[N, D]`` data.
+        log_weights: ``[K]`` normalised log mixture weights.
+        means: ``[K, D]``.
+        precisions_cholesky: scikit-learn layout (see
+            :mod:`keras_gmm.ops.gaussian`).
+        covariance_type: one of ``COVARIANCE_TYPES``.
+
+    Returns:
+        ``(log_resp [N, K], log_prob [N])`` from
+        :func:`keras_gmm.ops.gaussian.log_responsibilities`.
+    """
+    check_covariance_type(covariance_type)
+    return gaussian.log_responsibilities(
+        x, log_weights, means, precisions_cholesky, covariance_type
+    )
+
+
+def lower_bound(log_prob_sum, n):
+    """scikit-learn's ``lower_bound_`` for EM: the mean log-likelihood."""
+    return log_prob_sum / tf.cast(n, log_prob_sum.dtype)
+
+
+# --------------------------------------------------------------------------
+# sufficient statistics (plain sums, shifted by a per-component c_k)
+# --------------------------------------------------------------------------
+class Stats(NamedTuple):
+    """Sums over data points of a batch, the whole data or all replicas.
+
+    Attributes:
+        nk: ``[K]`` sum of responsibilities.
+        sum_dx: ``[K, D]`` sum of ``r_nk (x_n - c_k)``.
+        sum_dxdx: centred second moments around the shift: full ``[K, D, D]``,
+            tied ``[D, D]`` (summed over components), diag ``[K, D]``,
+            spherical ``[K]`` (summed over features).
+    """
+
+    nk: tf.Tensor
+    sum_dx: tf.Tensor
+    sum_dxdx: tf.Tensor
+
+
+def _second_moment_full(resp, dx):
+    # resp [N, K], dx [N, K, D] -> [K, D, D]
+    weighted = resp[..., None] * dx
+    return tf.einsum("nkd,nke->kde", weighted, dx)
+
+
+def _second_moment_tied(resp, dx):
+    weighted = resp[..., None] * dx
+    return tf.einsum("nkd,nke->de", weighted, dx)
+
+
+def _second_moment_diag(resp, dx):
+    return tf.einsum("nk,nkd->kd", resp, tf.square(dx))
+
+
+def _second_moment_spherical(resp, dx):
+    return tf.einsum("nk,nk->k", resp, tf.reduce_sum(tf.square(dx), axis=-1))
+
+
+_SECOND_MOMENT = {
+    "full": _second_moment_full,
+    "tied": _second_moment_tied,
+    "diag": _second_moment_diag,
+    "spherical": _second_moment_spherical,
+}
+
+
+def _second_moment_shape(n_components, n_features, covariance_type):
+    return {
+        "full": (n_components, n_features, n_features),
+        "tied": (n_features, n_features),
+        "diag": (n_components, n_features),
+        "spherical": (n_components,),
+    }[covariance_type]
+
+
+def sufficient_statistics(x, resp, shift, covariance_type):
+    """Shifted sufficient statistics of one batch.
+
+    Args:
+        x: ``[N, D]`` data.
+        resp: ``[N, K]`` responsibilities (``exp(log_resp)``; rows sum to one).
+        shift: ``[K, D]`` per-component shift ``c_k``, usually the current
+            means; the same shift must be passed to :func:`m_step`.
+        covariance_type: one of ``COVARIANCE_TYPES``.
+
+    Returns:
+        A :class:`Stats` of plain sums over the batch.
+    """
+    check_covariance_type(covariance_type)
+    resp = tf.cast(resp, x.dtype)
+    dx = x[:, None, :] - shift  # [N, K, D]
+    nk = tf.reduce_sum(resp, axis=0)
+    sum_dx = tf.einsum("nk,nkd->kd", resp, dx)
+    sum_dxdx = _SECOND_MOMENT[covariance_type](resp, dx)
+    return Stats(nk, sum_dx, sum_dxdx)
+
+
+def zero_statistics(n_components, n_features, covariance_type, dtype=tf.float32):
+    """A :class:`Stats` of zeros, the start of an accumulation."""
+    check_covariance_type(covariance_type)
+    return Stats(
+        tf.zeros((n_components,), dtype),
+        tf.zeros((n_components, n_features), dtype),
+        tf.zeros(
+            _second_moment_shape(n_components, n_features, covariance_type), dtype
+        ),
+    )
+
+
+def add_statistics(a, b):
+    """Element-wise sum of two :class:`Stats` (batches or replicas)."""
+    return Stats(*(u + v for u, v in zip(a, b)))
+
+
+# --------------------------------------------------------------------------
+# M-step
+# --------------------------------------------------------------------------
+def _add_to_diagonal(matrix, value):
+    return tf.linalg.set_diag(matrix, tf.linalg.diag_part(matrix) + value)
+
+
+def _covariances_full(stats, nk_eps, d, reg_covar):
+    # sum_n r (x - mu)(x - mu)^T = S - (2 nk' - nk) d d^T
+    coef = 2.0 * nk_eps - stats.nk
+    scatter = stats.sum_dxdx - coef[:, None, None] * (d[:, :, None] * d[:, None, :])
+    return _add_to_diagonal(scatter / nk_eps[:, None, None], reg_covar)
+
+
+def _covariances_tied(stats, nk_eps, d, reg_covar):
+    coef = 2.0 * nk_eps - stats.nk
+    scatter = stats.sum_dxdx - tf.einsum("k,kd,ke->de", coef, d, d)
+    return _add_to_diagonal(scatter / tf.reduce_sum(nk_eps), reg_covar)
+
+
+def _covariances_diag(stats, nk_eps, d, reg_covar):
+    coef = 2.0 * nk_eps - stats.nk
+    scatter = stats.sum_dxdx - coef[:, None] * tf.square(d)
+    return scatter / nk_eps[:, None] + reg_covar
+
+
+def _covariances_spherical(stats, nk_eps, d, reg_covar):
+    coef = 2.0 * nk_eps - stats.nk
+    scatter = stats.sum_dxdx - coef * tf.reduce_sum(tf.square(d), axis=-1)
+    n_features = d.shape[-1]
+    return scatter / (nk_eps * n_features) + reg_covar
+
+
+_COVARIANCES = {
+    "full": _covariances_full,
+    "tied": _covariances_tied,
+    "diag": _covariances_diag,
+    "spherical": _covariances_spherical,
+}
+
+
+def estimate_gaussian_parameters(stats, shift, covariance_type, reg_covar):
+    """scikit-learn's ``_estimate_gaussian_parameters`` from :class:`Stats`.
+
+    Returns:
+        ``(nk', means [K, D], covariances)`` with ``nk' = nk + 10 eps`` and the
+        covariances in scikit-learn's layout (full ``[K, D, D]``, tied
+        ``[D, D]``, diag ``[K, D]``, spherical ``[K]``), ``reg_covar`` added.
+    """
+    check_covariance_type(covariance_type)
+    dtype = stats.nk.dtype
+    eps = tf.constant(10.0 * _finfo_eps(dtype), dtype)
+    nk_eps = stats.nk + eps
+    d = stats.sum_dx / nk_eps[:, None]
+    means = tf.cast(shift, dtype) + d
+    reg = tf.cast(reg_covar, dtype)
+    covariances = _COVARIANCES[covariance_type](stats, nk_eps, d, reg)
+    return nk_eps, means, covariances
+
+
+def _finfo_eps(dtype):
+    return float(np.finfo(tf.as_dtype(dtype).as_numpy_dtype).eps)
+
+
+def m_step(stats, shift, covariance_type, reg_covar):
+    """New parameters from accumulated statistics (scikit-learn's ``_m_step``).
+
+    Args:
+        stats: :class:`Stats` summed over the whole data.
+        shift: ``[K, D]`` the shift the statistics were taken around.
+        covariance_type: one of ``COVARIANCE_TYPES``.
+        reg_covar: non-negative float added to the covariance diagonals.
+
+    Returns:
+        ``(weights [K], means [K, D], covariances, precisions_cholesky)``;
+        ``weights = nk' / sum(nk')``.
+
+    Raises:
+        ValueError: (eagerly) if a covariance is not positive definite;
+            ``InvalidArgumentError`` inside a ``tf.function`` (see the module
+            docstring for XLA).
+    """
+    nk_eps, means, covariances = estimate_gaussian_parameters(
+        stats, shift, covariance_type, reg_covar
+    )
+    weights = nk_eps / tf.reduce_sum(nk_eps)
+    prec_chol = precisions_cholesky_from_covariances(covariances, covariance_type)
+    return weights, means, covariances, prec_chol
+
+
+# --------------------------------------------------------------------------
+# precision Cholesky factors <-> covariances / precisions
+# --------------------------------------------------------------------------
+def check_precisions_cholesky(precisions_cholesky):
+    """Raise scikit-learn's error if a precision Cholesky factor is not finite.
+
+    Eagerly: ``ValueError``. In a graph: an ``assert_all_finite`` whose failure
+    is an ``InvalidArgumentError`` with the same message (a no-op under XLA:
+    check the result eagerly there). Returns ``precisions_cholesky``.
+    """
+    message = ill_defined_covariance_message(precisions_cholesky.dtype)
+    if tf.executing_eagerly():
+        if not bool(tf.reduce_all(tf.math.is_finite(precisions_cholesky))):
+            raise ValueError(message)
+        return precisions_cholesky
+    return tf.debugging.assert_all_finite(precisions_cholesky, message)
+
+
+def _prec_chol_from_cov_matrix(covariances):
+    n_features = covariances.shape[-1]
+    cov_chol = tf.linalg.cholesky(covariances)
+    eye = tf.eye(n_features, batch_shape=tf.shape(covariances)[:-2],
+                 dtype=covariances.dtype)
+    return tf.linalg.matrix_transpose(
+        tf.linalg.triangular_solve(cov_chol, eye, lower=True)
+    )
+
+
+def _prec_chol_from_cov_vector(covariances):
+    # sklearn raises for covariances <= 0; 1/sqrt gives inf or NaN there.
+    positive = covariances > 0
+    return tf.where(
+        positive,
+        tf.math.rsqrt(tf.where(positive, covariances, tf.ones_like(covariances))),
+        tf.constant(float("nan"), covariances.dtype),
+    )
+
+
+_PREC_CHOL_FROM_COV = {
+    "full": _prec_chol_from_cov_matrix,
+    "tied": _prec_chol_from_cov_matrix,
+    "diag": _prec_chol_from_cov_vector,
+    "spherical": _prec_chol_from_cov_vector,
+}
+
+
+def precisions_cholesky_from_covariances(covariances, covariance_type):
+    """scikit-learn's ``_compute_precision_cholesky``.
+
+    Full/tied: ``P = inv(L).T`` with ``L = cholesky(covariance)`` (upper
+    triangular ``P``, ``precision = P P^T``); diag/spherical: ``1/sqrt(var)``.
+    A covariance that is not positive definite raises (see
+    :func:`check_precisions_cholesky`).
+    """
+    check_covariance_type(covariance_type)
+    prec_chol = _PREC_CHOL_FROM_COV[covariance_type](covariances)
+    return check_precisions_cholesky(prec_chol)
+
+
+def _flip(matrix):
+    return tf.reverse(matrix, axis=[-2, -1])
+
+
+def precisions_cholesky_from_precisions(precisions, covariance_type):
+    """scikit-learn's ``_compute_precision_cholesky_from_precisions``.
+
+    Full/tied: the upper-triangular ``U`` with ``precision = U U^T`` is
+    ``J cholesky(J precision J) J`` (``J`` reverses rows and columns);
+    diag/spherical: ``sqrt(precision)``.
+    """
+    check_covariance_type(covariance_type)
+    if covariance_type in ("full", "tied"):
+        prec_chol = _flip(tf.linalg.cholesky(_flip(precisions)))
+    else:
+        prec_chol = tf.sqrt(precisions)
+    return check_precisions_cholesky(prec_chol)
+
+
+def covariances_from_precisions_cholesky(precisions_cholesky, covariance_type):
+    """Covariances in scikit-learn's layout from precision Cholesky factors.
+
+    Full ``[K, D, D]``, tied ``[D, D]``, diag ``[K, D]``, spherical ``[K]``.
+    """
+    check_covariance_type(covariance_type)
+    if covariance_type in ("full", "tied"):
+        n_features = precisions_cholesky.shape[-1]
+        return gaussian.covariances(precisions_cholesky, covariance_type, n_features)
+    return tf.math.reciprocal(tf.square(precisions_cholesky))
+
+
+def covariances_from_precisions(precisions, covariance_type):
+    """Covariances in scikit-learn's layout from precisions (``precisions_init``)."""
+    return covariances_from_precisions_cholesky(
+        precisions_cholesky_from_precisions(precisions, covariance_type),
+        covariance_type,
+    )
+
+
+# --------------------------------------------------------------------------
+# initialisation
+# --------------------------------------------------------------------------
+# Explicit, so eager, graph and XLA draw the same numbers ("auto_select" may
+# pick a different algorithm per device or compiler).
+_ALG = "philox"
+_UNIFORM_BITS = 24
+
+
+def _stateless_unit_uniform(shape, seed, dtype):
+    """Uniform in (0, 1) on a 2^-24 grid, identical eagerly and under XLA.
+
+    TF's float ``stateless_uniform`` draws differ between its CPU kernel and
+    XLA; its bounded-integer draws do not, so floats are built from those.
+    """
+    ints = tf.random.stateless_uniform(
+        shape, seed, minval=0, maxval=2**_UNIFORM_BITS, dtype=tf.int32, alg=_ALG
+    )
+    return (tf.cast(ints, dtype) + 0.5) / (2.0**_UNIFORM_BITS)
+
+
+def _sq_distances(a, b):
+    """``[A, B]`` squared Euclidean distances, computed from differences."""
+    return tf.reduce_sum(tf.square(a[:, None, :] - b[None, :, :]), axis=-1)
+
+
+def kmeans_plusplus(x, n_clusters, seed):
+    """Greedy k-means++ seeding (scikit-learn's ``_kmeans_plusplus``).
+
+    The first centre is a uniformly drawn point; each next one is the best (in
+    potential, the sum of squared distances to the closest centre) of
+    ``2 + floor(log(n_clusters))`` candidates drawn with probability
+    proportional to the squared distance to the closest centre. The candidates
+    are drawn with the Gumbel-max trick (same distribution as scikit-learn's
+    inverse CDF; different random stream), in a ``tf.while_loop`` so the XLA
+    graph does not grow with ``n_clusters``.
+
+    Args:
+        x: ``[N, D]`` data.
+        n_clusters: static Python int ``K``.
+        seed: shape-``[2]`` integer tensor for stateless RNG.
+
+    Returns:
+        ``(centers [K, D], indices [K] int32)``: the centres are rows of ``x``.
+    """
+    n_samples = x.shape[0] if x.shape[0] is not None else tf.shape(x)[0]
+    n_local_trials = 2 + int(math.log(n_clusters))
+    first = tf.random.stateless_uniform(
+        [], seed, minval=0, maxval=n_samples, dtype=tf.int32, alg=_ALG
+    )
+    closest_dist_sq = _sq_distances(x[first][None, :], x)[0]  # [N]
+    indices = tf.tensor_scatter_nd_update(
+        tf.zeros([n_clusters], tf.int32), [[0]], first[None]
+    )
+
+    def body(c, indices, closest_dist_sq):
+        seed_c = tf.random.experimental.stateless_fold_in(seed, c, alg=_ALG)
+        u = _stateless_unit_uniform([n_local_trials, n_samples], seed_c, x.dtype)
+        gumbel = -tf.math.log(-tf.math.log(u))
+        candidate_ids = tf.argmax(
+            tf.math.log(closest_dist_sq)[None, :] + gumbel,
+            axis=-1,
+            output_type=tf.int32,
+        )  # [T], each drawn with probability closest_dist_sq / potential
+        dist_to_candidates = tf.minimum(
+            closest_dist_sq[None, :], _sq_distances(tf.gather(x, candidate_ids), x)
+        )  # [T, N]
+        best = tf.argmin(tf.reduce_sum(dist_to_candidates, axis=-1),
+                         output_type=tf.int32)
+        indices = tf.tensor_scatter_nd_update(
+            indices, [[c]], candidate_ids[best][None]
+        )
+        return c + 1, indices, dist_to_candidates[best]
+
+    _, indices, _ = tf.while_loop(
+        lambda c, *_: c < n_clusters,
+        body,
+        (tf.constant(1), indices, closest_dist_sq),
+    )
+    return tf.gather(x, indices), indices
+
+
+def kmeans(x, centers, n_iter=10):
+    """Lloyd iterations from ``centers``.
+
+    An empty cluster keeps its previous centre.
+
+    Args:
+        x: ``[N, D]``.
+        centers: ``[K, D]`` initial centres (e.g. from :func:`kmeans_plusplus`).
+        n_iter: number of Lloyd steps (a Python int or scalar tensor).
+
+    Returns:
+        ``(centers [K, D], labels [N] int32)``; the labels are the assignment
+        to the returned centres.
+    """
+    n_clusters = centers.shape[0]
+
+    def assign(c):
+        return tf.argmin(_sq_distances(x, c), axis=-1, output_type=tf.int32)
+
+    def body(i, c):
+        onehot = tf.one_hot(assign(c), n_clusters, dtype=x.dtype)  # [N, K]
+        counts = tf.reduce_sum(onehot, axis=0)
+        sums = tf.matmul(onehot, x, transpose_a=True)
+        new = sums / tf.maximum(counts, 1)[:, None]
+        return i + 1, tf.where(counts[:, None] > 0, new, c)
+
+    _, centers = tf.while_loop(
+        lambda i, c: i < n_iter, body, (tf.constant(0), centers)
+    )
+    return centers, assign(centers)
+
+
+def labels_to_resp(labels, n_components, dtype=tf.float32):
+    """One-hot responsibilities ``[N, K]`` from hard labels.
+
+    As scikit-learn's ``init_params='kmeans'`` (labels from :func:`kmeans`).
+    """
+    return tf.one_hot(labels, n_components, dtype=dtype)
+
+
+def random_resp(n_samples, n_components, seed, dtype=tf.float32):
+    """Uniform random rows normalised to one (``init_params='random'``)."""
+    resp = _stateless_unit_uniform([n_samples, n_components], seed, dtype)
+    return resp / tf.reduce_sum(resp, axis=1, keepdims=True)
+
+
+def random_from_data_resp(n_samples, n_components, seed, dtype=tf.float32):
+    """One-hot at ``K`` distinct random points (``init_params='random_from_data'``).
+
+    Row ``indices[k]`` has a one in column ``k``; all other rows are zero.
+    """
+    keys = _stateless_unit_uniform([n_samples], seed, tf.float32)
+    _, indices = tf.math.top_k(keys, k=n_components)  # distinct indices
+    return tf.scatter_nd(
+        indices[:, None], tf.eye(n_components, dtype=dtype), [n_samples, n_components]
+    )
+
+
+def parameters_from_resp(x, resp, covariance_type, reg_covar):
+    """Initial parameters from responsibilities (scikit-learn's ``_initialize``).
+
+    Two passes over ``x``: the means first, then the statistics centred on
+    them. ``weights = nk' / N``.
+
+    Returns:
+        ``(weights [K], means [K, D], covariances, precisions_cholesky)``.
+    """
+    check_covariance_type(covariance_type)
+    resp = tf.cast(resp, x.dtype)
+    eps = tf.constant(10.0 * _finfo_eps(x.dtype), x.dtype)
+    nk_eps = tf.reduce_sum(resp, axis=0) + eps
+    shift = tf.matmul(resp, x, transpose_a=True) / nk_eps[:, None]
+    stats = sufficient_statistics(x, resp, shift, covariance_type)
+    nk_eps, means, covariances = estimate_gaussian_parameters(
+        stats, shift, covariance_type, reg_covar
+    )
+    weights = nk_eps / tf.cast(tf.shape(x)[0], x.dtype)
+    prec_chol = precisions_cholesky_from_covariances(covariances, covariance_type)
+    return weights, means, covariances, prec_chol

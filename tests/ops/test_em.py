@@ -1,0 +1,331 @@
+"""Tests for keras_gmm.ops.em against scikit-learn's GaussianMixture."""
+
+import warnings
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from sklearn.datasets import make_blobs
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.mixture import GaussianMixture
+from sklearn.mixture._gaussian_mixture import (
+    _compute_precision_cholesky,
+    _estimate_gaussian_parameters,
+)
+
+from keras_gmm.ops import em
+
+COV_TYPES = ("full", "tied", "diag", "spherical")
+REG = 1e-6
+
+
+def _blobs(seed=0, n=240, d=3, k=3):
+    x, _ = make_blobs(n_samples=n, n_features=d, centers=k, random_state=seed)
+    return x
+
+
+def _anisotropic(seed=1, n=240):
+    x, _ = make_blobs(n_samples=n, n_features=2, centers=3, random_state=seed)
+    return x @ np.array([[0.6, -0.6], [-0.4, 0.8]])
+
+
+def _random_resp(n, k, seed):
+    r = np.random.default_rng(seed).uniform(size=(n, k))
+    return r / r.sum(axis=1, keepdims=True)
+
+
+def _precisions_from_chol(prec_chol, covariance_type):
+    if covariance_type in ("full", "tied"):
+        return prec_chol @ np.swapaxes(prec_chol, -1, -2)
+    return prec_chol**2
+
+
+def _stream_stats(x, resp, shift, covariance_type, n_batches):
+    k, d = shift.shape
+    stats = em.zero_statistics(k, d, covariance_type, x.dtype)
+    bounds = np.linspace(0, x.shape[0], n_batches + 1).astype(int)
+    if n_batches > 1:
+        bounds[1] = bounds[1] // 2  # unequal batch sizes
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        stats = em.add_statistics(
+            stats,
+            em.sufficient_statistics(
+                tf.constant(x[lo:hi]), tf.constant(resp[lo:hi]), shift, covariance_type
+            ),
+        )
+    return stats
+
+
+# --------------------------------------------------------------------------
+# M-step parity, one pass and streamed
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize("n_batches", [1, 3])
+@pytest.mark.parametrize("covariance_type", COV_TYPES)
+def test_m_step_matches_sklearn(covariance_type, n_batches):
+    x = _blobs()
+    k = 3
+    resp = _random_resp(x.shape[0], k, seed=2)
+    nk, means, covs = _estimate_gaussian_parameters(x, resp, REG, covariance_type)
+    prec_chol = _compute_precision_cholesky(covs, covariance_type)
+    # An arbitrary shift: the statistics are exact for any shift.
+    shift = tf.constant(np.random.default_rng(3).normal(size=(k, x.shape[1])))
+    stats = _stream_stats(x, resp, shift, covariance_type, n_batches)
+    w, m, c, p = em.m_step(stats, shift, covariance_type, REG)
+    np.testing.assert_allclose(w.numpy(), nk / nk.sum(), rtol=1e-10)
+    np.testing.assert_allclose(m.numpy(), means, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(c.numpy(), covs, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(p.numpy(), prec_chol, rtol=1e-10, atol=1e-12)
+    # initialisation from resp: weights = nk / N as in sklearn's _initialize
+    w0, m0, c0, p0 = em.parameters_from_resp(
+        tf.constant(x), tf.constant(resp), covariance_type, REG
+    )
+    np.testing.assert_allclose(w0.numpy(), nk / x.shape[0], rtol=1e-10)
+    np.testing.assert_allclose(m0.numpy(), means, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(c0.numpy(), covs, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(p0.numpy(), prec_chol, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("covariance_type", COV_TYPES)
+def test_precision_conversions_round_trip(covariance_type):
+    x = _blobs()
+    resp = _random_resp(x.shape[0], 3, seed=4)
+    _, _, covs = _estimate_gaussian_parameters(x, resp, REG, covariance_type)
+    prec_chol = _compute_precision_cholesky(covs, covariance_type)
+    precisions = _precisions_from_chol(prec_chol, covariance_type)
+    precisions = tf.constant(precisions)
+    ours = em.precisions_cholesky_from_precisions(precisions, covariance_type)
+    np.testing.assert_allclose(ours.numpy(), prec_chol, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(
+        em.covariances_from_precisions(precisions, covariance_type).numpy(),
+        covs, rtol=1e-9, atol=1e-12,
+    )
+
+
+# --------------------------------------------------------------------------
+# full EM parity with scikit-learn
+# --------------------------------------------------------------------------
+def _run_em(x, weights, means, prec_chol, covariance_type, n_iter, n_batches):
+    lower_bounds = []
+    for _ in range(n_iter):
+        shift = means
+        stats = em.zero_statistics(means.shape[0], means.shape[1], covariance_type,
+                                   x.dtype)
+        log_prob_sum = tf.zeros((), x.dtype)
+        for xb in tf.split(x, n_batches):
+            log_resp, log_prob = em.e_step(
+                xb, tf.math.log(weights), means, prec_chol, covariance_type
+            )
+            stats = em.add_statistics(
+                stats, em.sufficient_statistics(xb, tf.exp(log_resp), shift,
+                                                covariance_type)
+            )
+            log_prob_sum += tf.reduce_sum(log_prob)
+        lower_bounds.append(float(em.lower_bound(log_prob_sum, x.shape[0])))
+        weights, means, covs, prec_chol = em.m_step(stats, shift, covariance_type, REG)
+    return lower_bounds, weights, means, covs, prec_chol
+
+
+@pytest.mark.parametrize("dtype,rtol", [("float64", 1e-8), ("float32", 1e-4)])
+@pytest.mark.parametrize("dataset", ["blobs", "anisotropic"])
+@pytest.mark.parametrize("covariance_type", COV_TYPES)
+def test_em_matches_sklearn(covariance_type, dataset, dtype, rtol):
+    x = _blobs() if dataset == "blobs" else _anisotropic()
+    k, n_iter = 3, 5
+    resp = _random_resp(x.shape[0], k, seed=5)
+    nk, means0, covs0 = _estimate_gaussian_parameters(x, resp, REG, covariance_type)
+    weights0 = nk / x.shape[0]
+    precisions0 = _precisions_from_chol(
+        _compute_precision_cholesky(covs0, covariance_type), covariance_type
+    )
+    gm = GaussianMixture(
+        k, covariance_type=covariance_type, weights_init=weights0,
+        means_init=means0, precisions_init=precisions0, tol=0.0, max_iter=n_iter,
+        reg_covar=REG, init_params="random", random_state=0,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gm.fit(x)
+    assert len(gm.lower_bounds_) == n_iter
+
+    cast = lambda a: tf.constant(np.asarray(a, dtype))  # noqa: E731
+    prec_chol0 = em.precisions_cholesky_from_precisions(cast(precisions0),
+                                                        covariance_type)
+    bounds, w, m, c, p = _run_em(cast(x), cast(weights0), cast(means0), prec_chol0,
+                                 covariance_type, n_iter, n_batches=3)
+    assert w.dtype == dtype
+    np.testing.assert_allclose(bounds, gm.lower_bounds_, rtol=rtol)
+    scale = np.abs(x).max()
+    np.testing.assert_allclose(w.numpy(), gm.weights_, rtol=rtol, atol=rtol * 1e-2)
+    np.testing.assert_allclose(m.numpy(), gm.means_, rtol=rtol, atol=rtol * scale)
+    cov_scale = np.abs(gm.covariances_).max()
+    np.testing.assert_allclose(c.numpy(), gm.covariances_, rtol=rtol,
+                               atol=rtol * cov_scale)
+    p_scale = np.abs(gm.precisions_cholesky_).max()
+    np.testing.assert_allclose(p.numpy(), gm.precisions_cholesky_, rtol=rtol,
+                               atol=rtol * p_scale)
+
+
+# --------------------------------------------------------------------------
+# float32 stability (scikit-learn issue #30382)
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize("covariance_type", COV_TYPES)
+def test_float32_large_offset_is_stable(covariance_type):
+    rng = np.random.default_rng(6)
+    x64 = 1e4 + rng.normal(size=(2000, 2)) * np.array([1.0, 0.5])
+    labels = (x64[:, 0] > 1e4).astype(int)
+    resp64 = np.eye(2)[labels] * 0.9 + 0.05
+    x32, resp32 = x64.astype(np.float32), resp64.astype(np.float32)
+    _, _, ref = _estimate_gaussian_parameters(x64, resp64, REG, covariance_type)
+
+    _, m0, c0, p0 = em.parameters_from_resp(x32, resp32, covariance_type, REG)
+    # An M-step with a shift near (not at) the means, as in an EM iteration.
+    shift = m0 + 0.01
+    stats = _stream_stats(x32, resp32, shift, covariance_type, 3)
+    _, _, c1, p1 = em.m_step(stats, shift, covariance_type, REG)
+    for c, p in ((c0, p0), (c1, p1)):
+        assert c.dtype == tf.float32
+        assert np.all(np.isfinite(c.numpy())) and np.all(np.isfinite(p.numpy()))
+        np.testing.assert_allclose(c.numpy(), ref, rtol=1e-3, atol=1e-4)
+
+    # The naive E[x^2] - mu^2 diagonal in float32 is far off (or negative).
+    nk = resp32.sum(axis=0)
+    means = (resp32.T @ x32) / nk[:, None]
+    naive = (resp32.T @ (x32 * x32)) / nk[:, None] - means**2
+    _, _, ref_diag = _estimate_gaussian_parameters(x64, resp64, 0.0, "diag")
+    assert np.max(np.abs(naive - ref_diag) / ref_diag) > 1e-2
+
+
+# --------------------------------------------------------------------------
+# degenerate data and Cholesky failure
+# --------------------------------------------------------------------------
+def _cov_diagonal(c, covariance_type):
+    c = c.numpy()
+    if covariance_type in ("full", "tied"):
+        return np.diagonal(c, axis1=-2, axis2=-1)
+    return c
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("covariance_type", COV_TYPES)
+def test_degenerate_data_gives_no_nan(covariance_type, dtype):
+    rng = np.random.default_rng(7)
+    base = rng.normal(size=(20, 3))
+    x = np.concatenate([base, base, base[:5]])  # duplicated points
+    x[:, 1] = 5.0  # a constant feature
+    x = x.astype(dtype)
+    labels = np.arange(x.shape[0]) % 2  # component 2 gets no points
+    resp = np.eye(3, dtype=dtype)[labels]
+    outs = em.parameters_from_resp(x, resp, covariance_type, REG)
+    shift = outs[1]
+    stats = em.sufficient_statistics(x, resp, shift, covariance_type)
+    outs2 = em.m_step(stats, shift, covariance_type, REG)
+    for w, m, c, p in (outs, outs2):
+        for t in (w, m, c, p):
+            assert np.all(np.isfinite(t.numpy()))
+        assert np.all(_cov_diagonal(c, covariance_type) >= REG * (1 - 1e-3))
+        assert w.numpy()[2] < 1e-5
+    # the empty component: mean falls back to the shift, covariance reg_covar * I
+    np.testing.assert_allclose(outs2[1].numpy()[2], shift.numpy()[2])
+    if covariance_type != "tied":
+        np.testing.assert_allclose(_cov_diagonal(outs2[2], covariance_type)[2], REG,
+                                   rtol=1e-6)
+
+
+@pytest.mark.parametrize("covariance_type", COV_TYPES)
+def test_failed_cholesky_suggests_reg_covar(covariance_type):
+    x = np.random.default_rng(8).normal(size=(30, 2))
+    x[:, 1] = 5.0  # a constant feature: zero variance, and reg_covar=0
+    if covariance_type == "spherical":
+        x[:, 0] = 5.0  # spherical needs every feature constant
+    resp = np.ones((30, 1))
+    shift = tf.constant([[x[0, 0] if covariance_type == "spherical" else 0.0, 5.0]],
+                        tf.float64)  # the exact constant: zero centred moments
+    stats = em.sufficient_statistics(tf.constant(x), tf.constant(resp), shift,
+                                     covariance_type)
+    with pytest.raises(ValueError, match="increase reg_covar"):
+        em.m_step(stats, shift, covariance_type, 0.0)
+    graph_m_step = tf.function(lambda s: em.m_step(s, shift, covariance_type, 0.0))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="increase reg_covar"):
+        graph_m_step(stats)
+
+
+def test_non_positive_definite_covariance_raises():
+    cov = tf.constant([[[1.0, 2.0], [2.0, 1.0]]], tf.float32)
+    with pytest.raises(ValueError, match="reg_covar.*float64"):
+        em.precisions_cholesky_from_covariances(cov, "full")
+    with pytest.raises(ValueError, match="reg_covar"):
+        em.precisions_cholesky_from_covariances(tf.constant([1.0, -1.0]), "spherical")
+
+
+# --------------------------------------------------------------------------
+# initialisation
+# --------------------------------------------------------------------------
+def test_kmeans_plusplus_and_kmeans_recover_blobs():
+    x, _, true_centers = make_blobs(
+        n_samples=800, centers=4, n_features=2, cluster_std=0.5,
+        center_box=(-20, 20), random_state=9, return_centers=True,
+    )
+    x = tf.constant(x)
+    seed = tf.constant([1, 2])
+    centers, idx = em.kmeans_plusplus(x, 4, seed)
+    np.testing.assert_array_equal(centers.numpy(), tf.gather(x, idx).numpy())
+    assert len(set(idx.numpy().tolist())) == 4
+    centers2, idx2 = em.kmeans_plusplus(x, 4, seed)
+    np.testing.assert_array_equal(idx.numpy(), idx2.numpy())
+    fitted, labels = em.kmeans(x, centers, n_iter=20)
+    # same draws and result under XLA (stateless RNG, fixed algorithm)
+    init = tf.function(lambda x, s: em.kmeans(x, em.kmeans_plusplus(x, 4, s)[0], 20),
+                       jit_compile=True)
+    xla_centers, xla_labels = init(x, seed)
+    np.testing.assert_allclose(xla_centers.numpy(), fitted.numpy(), rtol=1e-10)
+    np.testing.assert_array_equal(xla_labels.numpy(), labels.numpy())
+    dist = np.linalg.norm(fitted.numpy()[:, None] - true_centers[None], axis=-1)
+    assert sorted(dist.argmin(axis=0).tolist()) == [0, 1, 2, 3]
+    assert np.all(dist.min(axis=0) < 0.1)
+    assert labels.shape == (800,)
+    # hard labels -> one-hot resp -> parameters, as sklearn's init_params="kmeans"
+    resp = em.labels_to_resp(labels, 4, tf.float64)
+    w, m, _, _ = em.parameters_from_resp(x, resp, "diag", REG)
+    np.testing.assert_allclose(m.numpy(), fitted.numpy(), atol=1e-8)
+    np.testing.assert_allclose(w.numpy().sum(), 1.0, rtol=1e-10)
+
+
+def test_random_initial_responsibilities():
+    seed = tf.constant([3, 4])
+    r = em.random_resp(50, 4, seed, tf.float64)
+    np.testing.assert_allclose(r.numpy().sum(axis=1), 1.0)
+    assert np.all(r.numpy() > 0)
+    np.testing.assert_array_equal(r.numpy(), em.random_resp(50, 4, seed, tf.float64))
+    xla = tf.function(lambda s: em.random_resp(50, 4, s, tf.float64), jit_compile=True)
+    np.testing.assert_array_equal(xla(seed).numpy(), r.numpy())
+    r = em.random_from_data_resp(50, 4, seed, tf.float64).numpy()
+    np.testing.assert_array_equal(r.sum(axis=0), np.ones(4))
+    assert np.count_nonzero(r.sum(axis=1)) == 4  # four distinct data points
+    assert set(np.unique(r)) == {0.0, 1.0}
+
+
+# --------------------------------------------------------------------------
+# XLA
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize("covariance_type", COV_TYPES)
+def test_em_iteration_under_xla_matches_eager(covariance_type):
+    x = tf.constant(_blobs())
+    resp = _random_resp(x.shape[0], 3, seed=10)
+    w, m, _, p = em.parameters_from_resp(x, resp, covariance_type, REG)
+
+    def iteration(x, w, m, p):
+        stats = em.zero_statistics(3, x.shape[1], covariance_type, x.dtype)
+        total = tf.zeros((), x.dtype)
+        for xb in tf.split(x, 2):
+            log_resp, log_prob = em.e_step(xb, tf.math.log(w), m, p, covariance_type)
+            stats = em.add_statistics(
+                stats, em.sufficient_statistics(xb, tf.exp(log_resp), m,
+                                                covariance_type))
+            total += tf.reduce_sum(log_prob)
+        return (em.lower_bound(total, x.shape[0]),) + em.m_step(
+            stats, m, covariance_type, REG)
+
+    eager = iteration(x, w, m, p)
+    compiled = tf.function(iteration, jit_compile=True)(x, w, m, p)
+    for a, b in zip(eager, compiled):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-10, atol=1e-12)

@@ -21,13 +21,14 @@ if _keras.backend.backend() != "tensorflow":  # pragma: no cover - env guard
 
 from keras_gmm import datasets, mixture, ops, zoo  # noqa: E402
 from keras_gmm.export import export_saved_model  # noqa: E402
-from keras_gmm.layers import MixtureDensityHead  # noqa: E402
+from keras_gmm.layers import GaussianMixtureEM, MixtureDensityHead  # noqa: E402
 from keras_gmm.losses import GMMNegLogLik  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
     "GMMNegLogLik",
+    "GaussianMixtureEM",
     "MixtureDensityHead",
     "datasets",
     "export_saved_model",

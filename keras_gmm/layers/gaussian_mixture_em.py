@@ -1,0 +1,504 @@
+"""GaussianMixtureEM: a Gaussian mixture fitted by EM, as a Keras layer.
+
+Work in progress toward issue 3: batch EM (streaming over batches or a
+``tf.data.Dataset``), scikit-learn's attributes and methods, saving and export.
+Not yet here: the online (stepwise) mode, the distributed all-reduce, and the
+benchmarked compiled loop.
+"""
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_gmm import mixture as mixture_lib
+from keras_gmm.ops import em, gaussian
+from keras_gmm.ops.gaussian import check_covariance_type
+
+__all__ = ["GaussianMixtureEM", "NotFittedError"]
+
+INIT_PARAMS = ("kmeans++", "kmeans", "random", "random_from_data")
+OUTPUTS = ("responsibilities", "log_prob", "both")
+# At most this many rows are held in memory to initialise from a Dataset.
+_MAX_INIT_ROWS = 100_000
+
+
+class NotFittedError(ValueError, AttributeError):
+    """The mixture is used before :meth:`GaussianMixtureEM.fit` (as in sklearn)."""
+
+
+def _positive(value, name, kind=float):
+    ok = (
+        not isinstance(value, bool)
+        and isinstance(value, (int, float, np.integer, np.floating))
+        and math.isfinite(value)
+        and value > 0
+        and (kind is float or float(value).is_integer())
+    )
+    if not ok:
+        what = "a positive integer" if kind is int else "a finite number > 0"
+        raise ValueError(f"`{name}` must be {what}; received {name}={value!r}.")
+    return kind(value)
+
+
+@keras.saving.register_keras_serializable(package="keras_gmm")
+class GaussianMixtureEM(keras.layers.Layer):
+    """A Gaussian mixture fitted by Expectation-Maximization, as a Keras layer.
+
+    A drop-in for scikit-learn's ``GaussianMixture`` (same arguments, fitted
+    attributes and methods, same numbers for the same initial parameters) whose
+    state lives in non-trainable weights, so a model containing it saves to
+    ``.keras``, loads, and exports like any Keras model. Each EM iteration is
+    one pass that accumulates centred sufficient statistics batch by batch
+    (:mod:`keras_gmm.ops.em`), so memory does not grow with the data.
+
+    Args:
+        num_components: number of components ``K``.
+        covariance_type: "full" (default), "tied", "diag" or "spherical".
+        tol: convergence threshold on the change of the lower bound (the mean
+            log-likelihood); 0 runs ``max_iter`` iterations.
+        reg_covar: added to the covariance diagonals (> 0).
+        max_iter: EM iterations per initialisation.
+        n_init: number of initialisations; the best lower bound is kept.
+        init_params: "kmeans++" (default), "kmeans", "random" or
+            "random_from_data".
+        weights_init, means_init, precisions_init: initial parameters, as in
+            scikit-learn (precisions, not their Cholesky factors).
+        warm_start: continue from the current parameters on the next ``fit``.
+        seed: int seed of the initialisations.
+        output: what ``call`` returns: "responsibilities" ``[batch, K]``,
+            "log_prob" ``[batch]`` or "both" (a dict).
+
+    An empty component keeps ``reg_covar * I`` as covariance, its previous mean
+    and a weight near 0 (never NaN); a covariance that is not positive definite
+    raises a ValueError suggesting a larger ``reg_covar``.
+
+    Example:
+
+    >>> import numpy as np, keras_gmm
+    >>> x = np.concatenate([np.random.randn(200, 2) - 4, np.random.randn(200, 2) + 4])
+    >>> gmm = keras_gmm.GaussianMixtureEM(2, seed=0)
+    >>> history = gmm.fit(x.astype("float32"))
+    >>> gmm.predict(x[:3]).shape, gmm.means_.shape
+    ((3,), (2, 2))
+    """
+
+    def __init__(
+        self,
+        num_components,
+        covariance_type="full",
+        tol=1e-3,
+        reg_covar=1e-6,
+        max_iter=100,
+        n_init=1,
+        init_params="kmeans++",
+        weights_init=None,
+        means_init=None,
+        precisions_init=None,
+        warm_start=False,
+        seed=None,
+        output="responsibilities",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_components = _positive(num_components, "num_components", int)
+        self.covariance_type = check_covariance_type(covariance_type)
+        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or tol < 0:
+            raise ValueError(f"`tol` must be a number >= 0; received tol={tol!r}.")
+        self.tol = float(tol)
+        self.reg_covar = _positive(reg_covar, "reg_covar")
+        self.max_iter = _positive(max_iter, "max_iter", int)
+        self.n_init = _positive(n_init, "n_init", int)
+        if init_params not in INIT_PARAMS:
+            raise ValueError(
+                f"`init_params` must be one of {INIT_PARAMS}; "
+                f"received init_params={init_params!r}."
+            )
+        self.init_params = init_params
+        if output not in OUTPUTS:
+            raise ValueError(
+                f"`output` must be one of {OUTPUTS}; received output={output!r}."
+            )
+        self.output_mode = output
+        self.warm_start = bool(warm_start)
+        self.seed = seed
+        self.weights_init = None if weights_init is None else np.asarray(weights_init, np.float64)
+        self.means_init = None if means_init is None else np.asarray(means_init, np.float64)
+        self.precisions_init = (
+            None if precisions_init is None else np.asarray(precisions_init, np.float64)
+        )
+        self._rng = np.random.default_rng(seed)
+        self.converged_ = False
+        self.n_iter_ = 0
+        self.lower_bound_ = -np.inf
+        self.lower_bounds_ = []
+
+    # ------------------------------------------------------------------ state
+    def _prec_chol_shape(self, d):
+        k = self.num_components
+        return {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}[
+            self.covariance_type
+        ]
+
+    def build(self, input_shape):
+        d = input_shape[-1]
+        if d is None:
+            raise ValueError(
+                "The feature axis of the input to GaussianMixtureEM must be "
+                f"known; received input_shape={tuple(input_shape)}."
+            )
+        self.num_features = int(d)
+        k = self.num_components
+        self.mixture_weights = self.add_weight(
+            name="weights", shape=(k,), trainable=False,
+            initializer=keras.initializers.Constant(1.0 / k),
+        )
+        self.means = self.add_weight(
+            name="means", shape=(k, d), trainable=False, initializer="zeros"
+        )
+        eye = np.ones(self._prec_chol_shape(d))
+        if self.covariance_type in ("full", "tied"):
+            eye = np.broadcast_to(np.eye(d), self._prec_chol_shape(d)).copy()
+        self.precisions_cholesky = self.add_weight(
+            name="precisions_cholesky", shape=self._prec_chol_shape(d),
+            trainable=False, initializer=keras.initializers.Constant(eye),
+        )
+        self.fitted = self.add_weight(
+            name="fitted", shape=(), trainable=False, initializer="zeros"
+        )
+
+    def _params(self):
+        return (
+            tf.convert_to_tensor(self.mixture_weights),
+            tf.convert_to_tensor(self.means),
+            tf.convert_to_tensor(self.precisions_cholesky),
+        )
+
+    def _check_fitted(self):
+        if not self.built or float(self.fitted.numpy()) < 0.5:
+            raise NotFittedError(
+                "This GaussianMixtureEM is not fitted yet: call fit(x) first "
+                "(or load a fitted model)."
+            )
+
+    # ------------------------------------------------------------------ call
+    def call(self, inputs):
+        x = tf.cast(inputs, self.compute_dtype)
+        w, means, prec_chol = (tf.cast(t, self.compute_dtype) for t in self._params())
+        log_resp, log_prob = gaussian.log_responsibilities(
+            x, tf.math.log(w), means, prec_chol, self.covariance_type
+        )
+        if self.output_mode == "responsibilities":
+            return tf.exp(log_resp)
+        if self.output_mode == "log_prob":
+            return log_prob
+        return {"responsibilities": tf.exp(log_resp), "log_prob": log_prob}
+
+    def compute_output_shape(self, input_shape):
+        resp = tuple(input_shape[:-1]) + (self.num_components,)
+        if self.output_mode == "responsibilities":
+            return resp
+        if self.output_mode == "log_prob":
+            return tuple(input_shape[:-1])
+        return {"responsibilities": resp, "log_prob": tuple(input_shape[:-1])}
+
+    # ------------------------------------------------------------------ data
+    def _dataset(self, x, batch_size):
+        dtype = self.dtype
+        if isinstance(x, tf.data.Dataset):
+            return x.map(lambda b: tf.cast(b, dtype)), None
+        array = np.asarray(x)
+        if array.ndim != 2:
+            raise ValueError(
+                f"`x` must be 2-D [n_samples, n_features]; received shape {array.shape}."
+            )
+        bad = ~np.all(np.isfinite(array), axis=1)
+        if bad.any():
+            raise ValueError(
+                f"`x` contains NaN or inf in {int(bad.sum())} of {len(array)} rows "
+                f"(first at row {int(np.flatnonzero(bad)[0])}); remove or impute them."
+            )
+        if len(array) < self.num_components:
+            raise ValueError(
+                f"`x` has {len(array)} samples, fewer than num_components="
+                f"{self.num_components}; use fewer components or more data."
+            )
+        array = array.astype(dtype)
+        batch = len(array) if batch_size is None else int(batch_size)
+        return tf.data.Dataset.from_tensor_slices(array).batch(batch), array
+
+    def _init_rows(self, dataset, array):
+        if array is not None:
+            return tf.constant(array)
+        rows, count = [], 0
+        for batch in dataset:
+            rows.append(batch.numpy())
+            count += len(rows[-1])
+            if count >= _MAX_INIT_ROWS:
+                break
+        return tf.constant(np.concatenate(rows)[:_MAX_INIT_ROWS])
+
+    # ------------------------------------------------------------------ fit
+    def _initial_parameters(self, x):
+        k, ctype, reg = self.num_components, self.covariance_type, self.reg_covar
+        seed = tf.constant(self._rng.integers(0, 2**31 - 1, size=2), tf.int64)
+        n = int(x.shape[0])
+        if self.init_params in ("kmeans", "kmeans++"):
+            centers, _ = em.kmeans_plusplus(x, k, seed)
+            if self.init_params == "kmeans":
+                _, labels = em.kmeans(x, centers)
+            else:
+                labels = tf.argmin(
+                    tf.reduce_sum(tf.square(x[:, None, :] - centers[None]), -1), axis=1
+                )
+            resp = em.labels_to_resp(labels, k, x.dtype)
+        elif self.init_params == "random":
+            resp = em.random_resp(n, k, seed, x.dtype)
+        else:
+            resp = em.random_from_data_resp(n, k, seed, x.dtype)
+        weights, means, _, prec_chol = em.parameters_from_resp(x, resp, ctype, reg)
+        if self.weights_init is not None:
+            weights = tf.constant(self.weights_init, x.dtype)
+        if self.means_init is not None:
+            means = tf.constant(self.means_init, x.dtype)
+        if self.precisions_init is not None:
+            prec_chol = em.precisions_cholesky_from_precisions(
+                tf.constant(self.precisions_init, x.dtype), ctype
+            )
+        return weights, means, prec_chol
+
+    def _check_inits(self, d):
+        k = self.num_components
+        checks = [
+            ("weights_init", self.weights_init, (k,)),
+            ("means_init", self.means_init, (k, d)),
+            ("precisions_init", self.precisions_init, self._prec_chol_shape(d)),
+        ]
+        for name, value, shape in checks:
+            if value is not None and value.shape != shape:
+                raise ValueError(
+                    f"`{name}` must have shape {shape} for num_components={k}, "
+                    f"{d} features and covariance_type={self.covariance_type!r}; "
+                    f"received shape {value.shape}."
+                )
+        w = self.weights_init
+        if w is not None and (np.any(w < 0) or abs(w.sum() - 1) > 1e-6):
+            raise ValueError(
+                "`weights_init` must be non-negative and sum to 1; received "
+                f"weights_init={w.tolist()}."
+            )
+        p = self.precisions_init
+        if p is not None:
+            mats = p if self.covariance_type == "full" else (
+                p[None] if self.covariance_type == "tied" else None)
+            positive = (np.all(p > 0) if mats is None else all(
+                np.all(np.linalg.eigvalsh(m) > 0) for m in mats))
+            if not positive:
+                raise ValueError(
+                    "`precisions_init` must be positive definite (positive "
+                    "for diag/spherical)."
+                )
+
+    @tf.function(reduce_retracing=True)
+    def _batch_stats(self, batch, weights, means, prec_chol):
+        log_resp, log_prob = em.e_step(
+            batch, tf.math.log(weights), means, prec_chol, self.covariance_type
+        )
+        stats = em.sufficient_statistics(
+            batch, tf.exp(log_resp), means, self.covariance_type
+        )
+        return stats, tf.reduce_sum(log_prob)
+
+    def _em_pass(self, dataset, params):
+        weights, means, prec_chol = params
+        d = means.shape[-1]
+        total = em.zero_statistics(
+            self.num_components, d, self.covariance_type, means.dtype
+        )
+        log_prob_sum, n = 0.0, 0
+        for batch in dataset:
+            stats, lp = self._batch_stats(batch, weights, means, prec_chol)
+            total = em.add_statistics(total, stats)
+            log_prob_sum += float(lp)
+            n += int(batch.shape[0])
+        new = em.m_step(total, means, self.covariance_type, self.reg_covar)
+        em.check_precisions_cholesky(new[3])
+        return log_prob_sum / n, (new[0], new[1], new[3])
+
+    def fit(self, x, batch_size=None, verbose="auto"):
+        """Fit by EM; returns a ``keras.callbacks.History`` whose ``history``
+        holds ``"lower_bound"`` per iteration (of the best initialisation).
+
+        Args:
+            x: array ``[n, D]`` or a ``tf.data.Dataset`` of ``[batch, D]``.
+            batch_size: rows per batch for arrays (None: one batch).
+            verbose: "auto"/1 shows a Keras progress bar, 0 nothing.
+        """
+        dataset, array = self._dataset(x, batch_size)
+        first = next(iter(dataset))
+        d = int(first.shape[-1])
+        if not self.built:
+            self.build((None, d))
+        elif d != self.num_features:
+            raise ValueError(
+                f"`x` has {d} features but the layer was built for "
+                f"{self.num_features}."
+            )
+        self._check_inits(d)
+        init_x = None
+        use_current = self.warm_start and float(self.fitted.numpy()) > 0.5
+        best = None
+        n_init = 1 if use_current else self.n_init
+        progbar = keras.utils.Progbar(self.max_iter * n_init, verbose=int(verbose != 0))
+        for _ in range(n_init):
+            if use_current:
+                params = tuple(tf.cast(t, self.dtype) for t in self._params())
+            else:
+                init_x = self._init_rows(dataset, array) if init_x is None else init_x
+                params = self._initial_parameters(init_x)
+            bounds, converged, prev = [], False, -np.inf
+            for _ in range(self.max_iter):
+                bound, params = self._em_pass(dataset, params)
+                bounds.append(bound)
+                change = bound - prev
+                prev = bound
+                progbar.add(1, [("lower_bound", bound), ("change", change)])
+                if abs(change) < self.tol:
+                    converged = True
+                    break
+            if best is None or bounds[-1] > best[0][-1]:
+                best = (bounds, params, converged)
+        bounds, params, converged = best
+        self.mixture_weights.assign(params[0])
+        self.means.assign(params[1])
+        self.precisions_cholesky.assign(params[2])
+        self.fitted.assign(1.0)
+        self.lower_bounds_ = bounds
+        self.lower_bound_ = bounds[-1]
+        self.n_iter_ = len(bounds)
+        self.converged_ = converged
+        history = keras.callbacks.History()
+        history.history = {"lower_bound": list(bounds)}
+        return history
+
+    # ------------------------------------------------------- fitted attributes
+    @property
+    def weights_(self):
+        self._check_fitted()
+        return self.mixture_weights.numpy()
+
+    @property
+    def means_(self):
+        self._check_fitted()
+        return self.means.numpy()
+
+    @property
+    def precisions_cholesky_(self):
+        self._check_fitted()
+        return self.precisions_cholesky.numpy()
+
+    @property
+    def covariances_(self):
+        return em.covariances_from_precisions_cholesky(
+            tf.constant(self.precisions_cholesky_), self.covariance_type
+        ).numpy()
+
+    @property
+    def precisions_(self):
+        p = self.precisions_cholesky_
+        if self.covariance_type in ("full", "tied"):
+            return p @ np.swapaxes(p, -1, -2)
+        return p**2
+
+    # ------------------------------------------------------------- methods
+    def _checked_x(self, x):
+        self._check_fitted()
+        x = np.asarray(x)
+        if x.ndim != 2 or x.shape[1] != self.num_features:
+            raise ValueError(
+                f"`x` must have shape [n, {self.num_features}]; received {x.shape}."
+            )
+        return tf.constant(x.astype(self.dtype))
+
+    def _log_resp(self, x):
+        x = self._checked_x(x)
+        w, means, prec_chol = self._params()
+        return gaussian.log_responsibilities(
+            x, tf.math.log(w), means, prec_chol, self.covariance_type
+        )
+
+    def predict_proba(self, x):
+        return np.exp(self._log_resp(x)[0].numpy())
+
+    def predict(self, x):
+        return np.argmax(self._log_resp(x)[0].numpy(), axis=1)
+
+    def score_samples(self, x):
+        return self._log_resp(x)[1].numpy()
+
+    def score(self, x):
+        return float(np.mean(self.score_samples(x)))
+
+    def _n_parameters(self):
+        k, d = self.num_components, self.num_features
+        cov = {"full": k * d * (d + 1) / 2, "tied": d * (d + 1) / 2,
+               "diag": k * d, "spherical": k}[self.covariance_type]
+        return int(cov + k * d + k - 1)
+
+    def bic(self, x):
+        n = np.asarray(x).shape[0]
+        return -2 * self.score(x) * n + self._n_parameters() * np.log(n)
+
+    def aic(self, x):
+        n = np.asarray(x).shape[0]
+        return -2 * self.score(x) * n + 2 * self._n_parameters()
+
+    def distribution(self):
+        """The fitted mixture as a ``tfd.MixtureSameFamily``."""
+        self._check_fitted()
+        w, means, prec_chol = self._params()
+        return mixture_lib.distribution(
+            mixture_lib.MixtureParams(tf.math.log(w), means, prec_chol,
+                                      self.covariance_type)
+        )
+
+    def sample(self, n_samples=1, seed=None):
+        """``(x [n, D], labels [n])`` drawn from the fitted mixture."""
+        self._check_fitted()
+        n_samples = _positive(n_samples, "n_samples", int)
+        w, means, prec_chol = self._params()
+        seeds = tf.random.experimental.stateless_split(
+            tf.constant(np.random.default_rng(seed).integers(0, 2**31 - 1, 2), tf.int64), 2
+        )
+        labels = tf.random.stateless_categorical(
+            tf.math.log(w)[None], n_samples, seeds[0], dtype=tf.int32)[0]
+        loc = tf.gather(means, labels)
+        chol = prec_chol if self.covariance_type == "tied" else tf.gather(prec_chol, labels)
+        if self.covariance_type == "tied":
+            chol = tf.broadcast_to(chol, [n_samples] + chol.shape.as_list())
+        z = tf.random.stateless_normal(tf.shape(loc), seeds[1], dtype=loc.dtype)
+        x = loc + gaussian.scale_noise(z, chol, self.covariance_type)
+        return x.numpy(), labels.numpy()
+
+    def get_config(self):
+        config = super().get_config()
+        to_list = lambda a: None if a is None else a.tolist()  # noqa: E731
+        config.update(
+            {
+                "num_components": self.num_components,
+                "covariance_type": self.covariance_type,
+                "tol": self.tol,
+                "reg_covar": self.reg_covar,
+                "max_iter": self.max_iter,
+                "n_init": self.n_init,
+                "init_params": self.init_params,
+                "weights_init": to_list(self.weights_init),
+                "means_init": to_list(self.means_init),
+                "precisions_init": to_list(self.precisions_init),
+                "warm_start": self.warm_start,
+                "seed": self.seed,
+                "output": self.output_mode,
+            }
+        )
+        return config

@@ -1,0 +1,237 @@
+"""keras_gmm.GaussianMixtureEM (work in progress toward issue 3): batch EM
+parity with scikit-learn, streaming, saving, export and bad input."""
+
+import warnings
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from sklearn.datasets import make_blobs
+from sklearn.mixture import GaussianMixture
+
+import keras_gmm
+from keras_gmm.layers.gaussian_mixture_em import NotFittedError
+
+COV_TYPES = ("full", "tied", "diag", "spherical")
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    x, y = make_blobs(600, n_features=3, centers=4, random_state=0)
+    return x, y
+
+
+def sklearn_pair(x, covariance_type, max_iter=6):
+    """scikit-learn's fit from fixed initial parameters, and those parameters."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        start = GaussianMixture(4, covariance_type=covariance_type, random_state=0,
+                                max_iter=2).fit(x)
+        init = dict(weights_init=start.weights_, means_init=start.means_,
+                    precisions_init=start.precisions_)
+        ref = GaussianMixture(4, covariance_type=covariance_type, tol=0,
+                              max_iter=max_iter, **init).fit(x)
+    return ref, init
+
+
+@pytest.mark.parametrize("dtype, rtol", [("float64", 1e-8), ("float32", 1e-4)])
+@pytest.mark.parametrize("covariance_type", COV_TYPES)
+def test_equals_scikit_learn_from_the_same_initial_parameters(blobs, covariance_type,
+                                                               dtype, rtol):
+    x, _ = blobs
+    ref, init = sklearn_pair(x, covariance_type)
+    ours = keras_gmm.GaussianMixtureEM(4, covariance_type, tol=0, max_iter=6,
+                                       dtype=dtype, **init)
+    history = ours.fit(x, batch_size=256, verbose=0)  # 3 batches: streamed
+    np.testing.assert_allclose(history.history["lower_bound"], ref.lower_bounds_, rtol=rtol)
+    np.testing.assert_allclose(ours.lower_bound_, ref.lower_bound_, rtol=rtol)
+    for name in ("weights_", "means_", "covariances_", "precisions_cholesky_",
+                 "precisions_"):
+        np.testing.assert_allclose(getattr(ours, name), getattr(ref, name),
+                                   rtol=rtol, atol=rtol * 1e-2, err_msg=name)
+    assert ours.n_iter_ == ref.n_iter_ == 6
+    np.testing.assert_allclose(ours.score_samples(x), ref.score_samples(x), rtol=rtol)
+    np.testing.assert_allclose(ours.bic(x), ref.bic(x), rtol=rtol)
+    np.testing.assert_allclose(ours.aic(x), ref.aic(x), rtol=rtol)
+    np.testing.assert_array_equal(ours.predict(x), ref.predict(x))
+
+
+def test_lower_bound_never_decreases_and_converges(blobs):
+    x, _ = blobs
+    gmm = keras_gmm.GaussianMixtureEM(4, seed=0, tol=1e-6, max_iter=200)
+    bounds = gmm.fit(x.astype("float32"), verbose=0).history["lower_bound"]
+    assert np.all(np.diff(bounds) >= -1e-5)
+    assert gmm.converged_ and gmm.n_iter_ == len(bounds) < 200
+
+
+def test_warm_start_two_single_iterations_equal_one_fit_of_two(blobs):
+    x, _ = blobs
+    _, init = sklearn_pair(x, "full")
+    two = keras_gmm.GaussianMixtureEM(4, tol=0, max_iter=2, dtype="float64", **init)
+    two.fit(x, verbose=0)
+    warm = keras_gmm.GaussianMixtureEM(4, tol=0, max_iter=1, dtype="float64",
+                                       warm_start=True, **init)
+    warm.fit(x, verbose=0)
+    warm.fit(x, verbose=0)
+    np.testing.assert_allclose(warm.means_, two.means_, rtol=1e-12)
+    np.testing.assert_allclose(warm.covariances_, two.covariances_, rtol=1e-12)
+
+
+def test_dataset_streaming_equals_array_fit(blobs):
+    x, _ = blobs
+    _, init = sklearn_pair(x, "diag")
+    a = keras_gmm.GaussianMixtureEM(4, "diag", tol=0, max_iter=3, dtype="float64", **init)
+    a.fit(x, verbose=0)
+    b = keras_gmm.GaussianMixtureEM(4, "diag", tol=0, max_iter=3, dtype="float64", **init)
+    b.fit(tf.data.Dataset.from_tensor_slices(x).batch(50), verbose=0)
+    np.testing.assert_allclose(a.means_, b.means_, rtol=1e-12)
+    np.testing.assert_allclose(a.lower_bounds_, b.lower_bounds_, rtol=1e-12)
+
+
+def test_n_init_keeps_the_best_run(blobs):
+    x, _ = blobs
+    one = keras_gmm.GaussianMixtureEM(4, init_params="random", seed=3, max_iter=5)
+    one.fit(x.astype("float32"), verbose=0)
+    many = keras_gmm.GaussianMixtureEM(4, init_params="random", seed=3, max_iter=5,
+                                       n_init=4)
+    many.fit(x.astype("float32"), verbose=0)
+    assert many.lower_bound_ >= one.lower_bound_ - 1e-6
+
+
+def test_bic_selects_the_true_number_of_components(blobs):
+    x, _ = blobs
+    bics = []
+    for k in range(1, 8):
+        gmm = keras_gmm.GaussianMixtureEM(k, seed=0, n_init=2)
+        gmm.fit(x.astype("float32"), verbose=0)
+        bics.append(gmm.bic(x))
+    assert int(np.argmin(bics)) + 1 == 4
+
+
+@pytest.mark.parametrize("init_params", ["kmeans++", "kmeans", "random", "random_from_data"])
+def test_every_initialisation_fits_the_blobs(blobs, init_params):
+    x, y = blobs
+    n_init = 3 if init_params.startswith("kmeans") else 8
+    gmm = keras_gmm.GaussianMixtureEM(4, init_params=init_params, seed=0, n_init=n_init)
+    gmm.fit(x.astype("float32"), verbose=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        best = GaussianMixture(4, random_state=0, n_init=5).fit(x).lower_bound_
+    if init_params.startswith("kmeans"):
+        labels = gmm.predict(x)  # each true blob maps to one component
+        purity = sum(np.bincount(labels[y == c]).max() for c in range(4)) / len(y)
+        assert purity > 0.95
+        assert gmm.lower_bound_ > best - 1e-3
+    else:
+        # random starts may stop in a nearby local optimum (scikit-learn's
+        # random starts reach -5.52 to -5.57 here, 0.05 below the best)
+        assert gmm.lower_bound_ > best - 0.06
+
+
+def test_degenerate_data_never_gives_nan():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([np.repeat(rng.normal(size=(1, 3)), 50, axis=0),
+                        rng.normal(size=(50, 3))])
+    x[:, 2] = 1.0  # constant feature
+    gmm = keras_gmm.GaussianMixtureEM(3, seed=0, reg_covar=1e-4)
+    gmm.fit(x.astype("float32"), verbose=0)
+    for name in ("weights_", "means_", "covariances_"):
+        assert np.all(np.isfinite(getattr(gmm, name))), name
+    assert np.all(np.isfinite(gmm.score_samples(x)))
+
+
+def test_call_outputs_and_keras_round_trip(blobs, tmp_path):
+    x, _ = blobs
+    x = x.astype("float32")
+    gmm = keras_gmm.GaussianMixtureEM(4, seed=0, output="both", name="gmm")
+    gmm.fit(x, verbose=0)
+    inputs = keras.Input((3,), name="x")
+    model = keras.Model(inputs, gmm(inputs))
+    out = model.predict(x, verbose=0)
+    np.testing.assert_allclose(out["responsibilities"], gmm.predict_proba(x), rtol=1e-5,
+                               atol=1e-30)
+    np.testing.assert_allclose(out["log_prob"], gmm.score_samples(x), rtol=1e-5)
+    model.save(tmp_path / "gmm.keras")
+    loaded = keras.saving.load_model(tmp_path / "gmm.keras", safe_mode=True)
+    again = loaded.predict(x, verbose=0)
+    np.testing.assert_allclose(again["log_prob"], out["log_prob"], rtol=1e-6)
+    restored = loaded.get_layer("gmm")
+    np.testing.assert_allclose(restored.means_, gmm.means_)
+    config = gmm.get_config()
+    assert type(gmm).from_config(config).get_config() == config
+
+
+def test_export_runs_without_keras_gmm_or_tfp(blobs, tmp_path):
+    from tests.export_utils import tf_only_outputs
+
+    x, _ = blobs
+    x = x.astype("float32")
+    gmm = keras_gmm.GaussianMixtureEM(4, seed=0)
+    gmm.fit(x, verbose=0)
+    inputs = keras.Input((3,), name="x")
+    model = keras.Model(inputs, gmm(inputs))
+    path = keras_gmm.export_saved_model(model, tmp_path / "export")
+    (served,) = tf_only_outputs(path, "serving_default", {"x": x[:20]}).values()
+    np.testing.assert_allclose(served, gmm.predict_proba(x[:20]), rtol=1e-5, atol=1e-7)
+
+
+def test_sample_and_distribution(blobs):
+    x, _ = blobs
+    gmm = keras_gmm.GaussianMixtureEM(4, seed=0, dtype="float64")
+    gmm.fit(x, verbose=0)
+    samples, labels = gmm.sample(20000, seed=1)
+    assert samples.shape == (20000, 3) and labels.shape == (20000,)
+    np.testing.assert_allclose(np.bincount(labels, minlength=4) / 20000, gmm.weights_, atol=0.02)
+    np.testing.assert_allclose(samples.mean(0), gmm.distribution().mean().numpy(), atol=0.1)
+    np.testing.assert_allclose(gmm.distribution().log_prob(x[:5]).numpy(),
+                               gmm.score_samples(x[:5]), rtol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(num_components=0), "num_components"),
+        (dict(num_components=2, covariance_type="box"), "covariance_type.*box"),
+        (dict(num_components=2, init_params="magic"), "init_params.*magic"),
+        (dict(num_components=2, tol=-1.0), "tol.*-1.0"),
+        (dict(num_components=2, reg_covar=0.0), "reg_covar.*0.0"),
+        (dict(num_components=2, max_iter=0), "max_iter.*0"),
+        (dict(num_components=2, n_init=0), "n_init.*0"),
+        (dict(num_components=2, output="labels"), "output.*labels"),
+    ],
+)
+def test_bad_constructor_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        keras_gmm.GaussianMixtureEM(**kwargs)
+
+
+def test_bad_data_and_use_before_fit():
+    x = np.random.default_rng(0).normal(size=(30, 2)).astype("float32")
+    gmm = keras_gmm.GaussianMixtureEM(2)
+    with pytest.raises(NotFittedError, match="not fitted"):
+        gmm.predict(x)
+    bad = x.copy()
+    bad[[3, 7], 0] = np.nan
+    bad[9, 1] = np.inf
+    with pytest.raises(ValueError, match="NaN or inf in 3 of 30 rows"):
+        gmm.fit(bad, verbose=0)
+    with pytest.raises(ValueError, match="fewer than num_components=40"):
+        keras_gmm.GaussianMixtureEM(40).fit(x, verbose=0)
+    with pytest.raises(ValueError, match="means_init.*shape \\(2, 2\\).*\\(3, 2\\)"):
+        keras_gmm.GaussianMixtureEM(2, means_init=np.zeros((3, 2))).fit(x, verbose=0)
+    with pytest.raises(ValueError, match="precisions_init.*positive definite"):
+        keras_gmm.GaussianMixtureEM(
+            2, precisions_init=-np.stack([np.eye(2)] * 2)).fit(x, verbose=0)
+    gmm.fit(x, verbose=0)
+    with pytest.raises(ValueError, match=r"shape \[n, 2\].*\(30, 3\)"):
+        gmm.predict(np.zeros((30, 3)))
+
+
+def test_failed_cholesky_suggests_reg_covar():
+    x = np.zeros((20, 2))
+    x[:, 0] = np.arange(20.0)
+    gmm = keras_gmm.GaussianMixtureEM(1, covariance_type="full", reg_covar=1e-300,
+                                      dtype="float64", max_iter=2)
+    with pytest.raises((ValueError, tf.errors.InvalidArgumentError), match="reg_covar"):
+        gmm.fit(x, verbose=0)

@@ -101,6 +101,9 @@ class GaussianMixtureEM(keras.layers.Layer):
         output="responsibilities",
         **kwargs,
     ):
+        # The fitted parameters are read in their own dtype (no autocast to
+        # float16 under mixed precision): log-densities need the precision.
+        kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         self.num_components = _positive(num_components, "num_components", int)
         self.covariance_type = check_covariance_type(covariance_type)
@@ -184,8 +187,10 @@ class GaussianMixtureEM(keras.layers.Layer):
 
     # ------------------------------------------------------------------ call
     def call(self, inputs):
-        x = tf.cast(inputs, self.compute_dtype)
-        w, means, prec_chol = (tf.cast(t, self.compute_dtype) for t in self._params())
+        # Probability math in the variables' dtype (float32 under
+        # mixed_float16, float64 with dtype="float64"), never in float16.
+        x = tf.cast(inputs, self.variable_dtype)
+        w, means, prec_chol = self._params()
         log_resp, log_prob = gaussian.log_responsibilities(
             x, tf.math.log(w), means, prec_chol, self.covariance_type
         )

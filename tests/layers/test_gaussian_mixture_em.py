@@ -235,3 +235,25 @@ def test_failed_cholesky_suggests_reg_covar():
                                       dtype="float64", max_iter=2)
     with pytest.raises((ValueError, tf.errors.InvalidArgumentError), match="reg_covar"):
         gmm.fit(x, verbose=0)
+
+
+def test_mixed_precision_outputs_are_float32(blobs):
+    x, _ = blobs
+    x = x.astype("float32")
+    gmm = keras_gmm.GaussianMixtureEM(4, seed=0)
+    gmm.fit(x, verbose=0)
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        inputs = keras.Input((3,))
+        hidden = keras.layers.Dense(3, kernel_initializer="identity")(inputs)
+        config = gmm.get_config()
+        config.pop("dtype", None)  # take the global mixed_float16 policy
+        layer = keras_gmm.GaussianMixtureEM.from_config(config)
+        assert layer.dtype_policy.name == "mixed_float16"
+        model = keras.Model(inputs, layer(hidden))
+        layer.set_weights(gmm.get_weights())
+        out = model(x[:10])
+        assert out.dtype == tf.float32
+        np.testing.assert_allclose(out, gmm.predict_proba(x[:10]), atol=2e-2)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

@@ -2,8 +2,9 @@
 
 Work in progress toward issue 3: batch EM (streaming over batches or a
 ``tf.data.Dataset``), scikit-learn's attributes and methods, saving and export.
-Not yet here: the online (stepwise) mode, the distributed all-reduce, and the
-benchmarked compiled loop.
+Under a ``tf.distribute`` strategy scope, ``fit`` splits each batch across the
+replicas and all-reduces (sums) their sufficient statistics. Not yet here: the
+online (stepwise) mode and the benchmarked compiled loop.
 """
 
 import math
@@ -305,7 +306,6 @@ class GaussianMixtureEM(keras.layers.Layer):
                     "for diag/spherical)."
                 )
 
-    @tf.function(reduce_retracing=True)
     def _batch_stats(self, batch, weights, means, prec_chol):
         log_resp, log_prob = em.e_step(
             batch, tf.math.log(weights), means, prec_chol, self.covariance_type
@@ -313,7 +313,25 @@ class GaussianMixtureEM(keras.layers.Layer):
         stats = em.sufficient_statistics(
             batch, tf.exp(log_resp), means, self.covariance_type
         )
-        return stats, tf.reduce_sum(log_prob)
+        n = tf.cast(tf.shape(batch)[0], batch.dtype)
+        return stats, tf.reduce_sum(log_prob), n
+
+    @tf.function(reduce_retracing=True)
+    def _step(self, batch, weights, means, prec_chol):
+        return self._batch_stats(batch, weights, means, prec_chol)
+
+    @tf.function(reduce_retracing=True)
+    def _distributed_step(self, batch, weights, means, prec_chol):
+        # Each replica computes the statistics of its shard; they are plain
+        # sums, so one all-reduce (SUM) gives the statistics of the batch.
+        strategy = tf.distribute.get_strategy()
+        per_replica = strategy.run(
+            self._batch_stats, args=(batch, weights, means, prec_chol)
+        )
+        return tf.nest.map_structure(
+            lambda t: strategy.reduce(tf.distribute.ReduceOp.SUM, t, axis=None),
+            per_replica,
+        )
 
     def _em_pass(self, dataset, params):
         weights, means, prec_chol = params
@@ -321,12 +339,17 @@ class GaussianMixtureEM(keras.layers.Layer):
         total = em.zero_statistics(
             self.num_components, d, self.covariance_type, means.dtype
         )
-        log_prob_sum, n = 0.0, 0
-        for batch in dataset:
-            stats, lp = self._batch_stats(batch, weights, means, prec_chol)
+        log_prob_sum, n = 0.0, 0.0
+        if tf.distribute.has_strategy():
+            strategy = tf.distribute.get_strategy()
+            batches, step = strategy.experimental_distribute_dataset(dataset), self._distributed_step
+        else:
+            batches, step = dataset, self._step
+        for batch in batches:
+            stats, lp, count = step(batch, weights, means, prec_chol)
             total = em.add_statistics(total, stats)
             log_prob_sum += float(lp)
-            n += int(batch.shape[0])
+            n += float(count)
         new = em.m_step(total, means, self.covariance_type, self.reg_covar)
         em.check_precisions_cholesky(new[3])
         return log_prob_sum / n, (new[0], new[1], new[3])

@@ -257,3 +257,23 @@ def test_mixed_precision_outputs_are_float32(blobs):
         np.testing.assert_allclose(out, gmm.predict_proba(x[:10]), atol=2e-2)
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_fit_under_mirrored_strategy_equals_one_device(blobs):
+    x, _ = blobs
+    _, init = sklearn_pair(x, "full")
+    x32 = x.astype("float32")
+    single = keras_gmm.GaussianMixtureEM(4, tol=0, max_iter=4, **init)
+    single.fit(x32, batch_size=100, verbose=0)
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
+    strategy = tf.distribute.MirroredStrategy(devices)
+    with strategy.scope():
+        mirrored = keras_gmm.GaussianMixtureEM(4, tol=0, max_iter=4, **init)
+        mirrored.fit(x32, batch_size=100, verbose=0)
+    # the statistics went through the replicas' all-reduce, not the plain step
+    assert mirrored._distributed_step.experimental_get_tracing_count() >= 1
+    assert mirrored._step.experimental_get_tracing_count() == 0
+    np.testing.assert_allclose(mirrored.lower_bounds_, single.lower_bounds_, rtol=1e-5)
+    np.testing.assert_allclose(mirrored.means_, single.means_, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(mirrored.covariances_, single.covariances_,
+                               rtol=1e-5, atol=1e-5)

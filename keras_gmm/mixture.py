@@ -51,6 +51,7 @@ __all__ = [
     "MixtureLayoutMixin",
     "MixtureParams",
     "check_min_scale",
+    "check_positive",
     "params_size",
     "param_slices",
     "split_params",
@@ -119,12 +120,31 @@ class MixtureParams(NamedTuple):
 # --------------------------------------------------------------------------
 # layout
 # --------------------------------------------------------------------------
+def check_positive(value, name, integer=False, hint=""):
+    """``value`` as a float (or int) if it is a finite number > 0 (a positive
+    integer when ``integer``), else a ValueError naming the argument and value.
+
+    The one validator of positive arguments for every keras_gmm class.
+    """
+    ok = (
+        not isinstance(value, bool)
+        and isinstance(value, (int, float, np.integer, np.floating))
+        and math.isfinite(value)
+        and value > 0
+        and (not integer or float(value).is_integer())
+    )
+    if not ok:
+        what = "a positive integer" if integer else "a finite number > 0"
+        raise ValueError(f"`{name}` must be {what}{hint}; received {name}={value!r}.")
+    return int(value) if integer else float(value)
+
+
 def _check_positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    if isinstance(value, (float, np.floating)):  # 2.0 is not a count
         raise ValueError(
             f"`{name}` must be a positive integer; received {name}={value!r}."
         )
-    return int(value)
+    return check_positive(value, name, integer=True)
 
 
 def _num_scale_params(num_components, event_size, covariance_type):
@@ -278,17 +298,10 @@ def split_params(params, num_components, event_size, covariance_type="diag",
 
 def check_min_scale(min_scale):
     """Raise a ValueError unless ``min_scale`` is a finite positive number."""
-    if (
-        isinstance(min_scale, bool)
-        or not isinstance(min_scale, (int, float, np.floating, np.integer))
-        or not math.isfinite(min_scale)
-        or min_scale <= 0
-    ):
-        raise ValueError(
-            "`min_scale` must be a finite number > 0 (the floor added to every "
-            f"softplus scale, e.g. 1e-3); received min_scale={min_scale!r}."
-        )
-    return float(min_scale)
+    return check_positive(
+        min_scale, "min_scale",
+        hint=" (the floor added to every softplus scale, e.g. 1e-3)",
+    )
 
 
 @dataclasses.dataclass(frozen=True)

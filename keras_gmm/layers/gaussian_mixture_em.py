@@ -7,8 +7,6 @@ replicas and all-reduces (sums) their sufficient statistics. Not yet here: the
 online (stepwise) mode and the benchmarked compiled loop.
 """
 
-import math
-
 import keras
 import numpy as np
 import tensorflow as tf
@@ -27,20 +25,6 @@ _MAX_INIT_ROWS = 100_000
 
 class NotFittedError(ValueError, AttributeError):
     """The mixture is used before :meth:`GaussianMixtureEM.fit` (as in sklearn)."""
-
-
-def _positive(value, name, kind=float):
-    ok = (
-        not isinstance(value, bool)
-        and isinstance(value, (int, float, np.integer, np.floating))
-        and math.isfinite(value)
-        and value > 0
-        and (kind is float or float(value).is_integer())
-    )
-    if not ok:
-        what = "a positive integer" if kind is int else "a finite number > 0"
-        raise ValueError(f"`{name}` must be {what}; received {name}={value!r}.")
-    return kind(value)
 
 
 @keras.saving.register_keras_serializable(package="keras_gmm")
@@ -106,14 +90,16 @@ class GaussianMixtureEM(keras.layers.Layer):
         # float16 under mixed precision): log-densities need the precision.
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
-        self.num_components = _positive(num_components, "num_components", int)
+        self.num_components = mixture_lib.check_positive(
+            num_components, "num_components", integer=True
+        )
         self.covariance_type = check_covariance_type(covariance_type)
         if isinstance(tol, bool) or not isinstance(tol, (int, float)) or tol < 0:
             raise ValueError(f"`tol` must be a number >= 0; received tol={tol!r}.")
         self.tol = float(tol)
-        self.reg_covar = _positive(reg_covar, "reg_covar")
-        self.max_iter = _positive(max_iter, "max_iter", int)
-        self.n_init = _positive(n_init, "n_init", int)
+        self.reg_covar = mixture_lib.check_positive(reg_covar, "reg_covar")
+        self.max_iter = mixture_lib.check_positive(max_iter, "max_iter", integer=True)
+        self.n_init = mixture_lib.check_positive(n_init, "n_init", integer=True)
         if init_params not in INIT_PARAMS:
             raise ValueError(
                 f"`init_params` must be one of {INIT_PARAMS}; "
@@ -494,7 +480,7 @@ class GaussianMixtureEM(keras.layers.Layer):
     def sample(self, n_samples=1, seed=None):
         """``(x [n, D], labels [n])`` drawn from the fitted mixture."""
         self._check_fitted()
-        n_samples = _positive(n_samples, "n_samples", int)
+        n_samples = mixture_lib.check_positive(n_samples, "n_samples", integer=True)
         w, means, prec_chol = self._params()
         seeds = tf.random.experimental.stateless_split(
             tf.constant(np.random.default_rng(seed).integers(0, 2**31 - 1, 2), tf.int64), 2

@@ -109,9 +109,9 @@ class MixtureDensityHead(mixture_lib.MixtureLayoutMixin, keras.layers.Layer):
             num_components, event_size, covariance_type, min_scale
         )
         self.units = self.layout.params_size
-        self.logits_gain = _check_gain(logits_gain, "logits_gain")
-        self.locs_gain = _check_gain(locs_gain, "locs_gain")
-        self.scale_gain = _check_gain(scale_gain, "scale_gain")
+        self.logits_gain = mixture_lib.check_positive(logits_gain, "logits_gain")
+        self.locs_gain = mixture_lib.check_positive(locs_gain, "locs_gain")
+        self.scale_gain = mixture_lib.check_positive(scale_gain, "scale_gain")
         if seed is not None and (
             isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
         ):
@@ -288,19 +288,6 @@ class MixtureDensityHead(mixture_lib.MixtureLayoutMixin, keras.layers.Layer):
             }
         )
         return config
-
-
-def _check_gain(value, name):
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not np.isfinite(value)
-        or value <= 0
-    ):
-        raise ValueError(
-            f"`{name}` must be a finite number > 0; received {name}={value!r}."
-        )
-    return float(value)
 
 
 def _stateless_seed(seed, seed_generator):

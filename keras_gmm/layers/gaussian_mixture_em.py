@@ -23,6 +23,12 @@ OUTPUTS = ("responsibilities", "log_prob", "both")
 _MAX_INIT_ROWS = 100_000
 
 
+# Compiled once per (data shape, covariance type, max_iter, batch size) and
+# shared by every layer instance (n_init, refits, several layers).
+_EM_ITERATIONS = tf.function(em.em_iterations, jit_compile=True)
+_m_step = tf.function(em.m_step)
+
+
 class NotFittedError(ValueError, AttributeError):
     """The mixture is used before :meth:`GaussianMixtureEM.fit` (as in sklearn)."""
 
@@ -293,14 +299,10 @@ class GaussianMixtureEM(keras.layers.Layer):
                 )
 
     def _batch_stats(self, batch, weights, means, prec_chol):
-        log_resp, log_prob = em.e_step(
-            batch, tf.math.log(weights), means, prec_chol, self.covariance_type
+        stats, log_prob_sum = em.batch_statistics(
+            batch, weights, means, prec_chol, self.covariance_type
         )
-        stats = em.sufficient_statistics(
-            batch, tf.exp(log_resp), means, self.covariance_type
-        )
-        n = tf.cast(tf.shape(batch)[0], batch.dtype)
-        return stats, tf.reduce_sum(log_prob), n
+        return stats, log_prob_sum, tf.cast(tf.shape(batch)[0], batch.dtype)
 
     @tf.function(reduce_retracing=True)
     def _step(self, batch, weights, means, prec_chol):
@@ -320,6 +322,7 @@ class GaussianMixtureEM(keras.layers.Layer):
         )
 
     def _em_pass(self, dataset, params):
+        """One EM iteration streamed over a dataset (or replicas)."""
         weights, means, prec_chol = params
         d = means.shape[-1]
         total = em.zero_statistics(
@@ -336,17 +339,56 @@ class GaussianMixtureEM(keras.layers.Layer):
             total = em.add_statistics(total, stats)
             log_prob_sum += float(lp)
             n += float(count)
-        new = em.m_step(total, means, self.covariance_type, self.reg_covar)
+        new = _m_step(total, means, self.covariance_type, self.reg_covar)
         em.check_precisions_cholesky(new[3])
         return log_prob_sum / n, (new[0], new[1], new[3])
+
+    def _run_streamed(self, dataset, params, progbar):
+        bounds, prev = [], -np.inf
+        for _ in range(self.max_iter):
+            bound, params = self._em_pass(dataset, params)
+            bounds.append(bound)
+            progbar.add(1, [("lower_bound", bound), ("change", bound - prev)])
+            if abs(bound - prev) < self.tol:
+                return params, bounds, True
+            prev = bound
+        return params, bounds, False
+
+    def _run_in_memory(self, x, params, progbar, batch_size, per_iteration):
+        """The whole EM loop compiled (:func:`keras_gmm.ops.em.em_iterations`);
+        with a progress bar, called one iteration at a time (same graph)."""
+        bounds, prev, converged = [], -np.inf, False
+        while len(bounds) < self.max_iter and not converged:
+            limit = 1 if per_iteration else self.max_iter - len(bounds)
+            *new, block, n_iter, converged, failed = _EM_ITERATIONS(
+                x, *params, self.covariance_type, self.reg_covar, self.max_iter,
+                self.tol, batch_size, tf.constant(prev, x.dtype), tf.constant(limit),
+            )
+            block = block.numpy()[: int(n_iter)].tolist()
+            if bool(failed):
+                raise ValueError(em.ill_defined_covariance_message(x.dtype))
+            for bound in block:
+                progbar.add(1, [("lower_bound", bound), ("change", bound - prev)])
+                prev = bound
+            bounds += block
+            params, converged = tuple(new), bool(converged)
+        return params, bounds, converged
 
     def fit(self, x, batch_size=None, verbose="auto"):
         """Fit by EM; returns a ``keras.callbacks.History`` whose ``history``
         holds ``"lower_bound"`` per iteration (of the best initialisation).
 
+        Arrays are fitted by one compiled loop
+        (:func:`keras_gmm.ops.em.em_iterations`, the data walked in chunks of
+        ``batch_size`` rows); a ``tf.data.Dataset``, or any input under a
+        ``tf.distribute`` strategy, is streamed batch by batch, one pass per
+        iteration. Either way memory does not grow with the number of passes
+        and each batch's statistics are summed before the M-step.
+
         Args:
             x: array ``[n, D]`` or a ``tf.data.Dataset`` of ``[batch, D]``.
-            batch_size: rows per batch for arrays (None: one batch).
+            batch_size: rows per batch/chunk for arrays (None: chosen so one
+                ``[batch, K, D]`` intermediate holds about 4M numbers).
             verbose: "auto"/1 shows a Keras progress bar, 0 nothing.
         """
         dataset, array = self._dataset(x, batch_size)
@@ -360,30 +402,29 @@ class GaussianMixtureEM(keras.layers.Layer):
                 f"{self.num_features}."
             )
         self._check_inits(d)
+        streamed = array is None or tf.distribute.has_strategy()
+        x_in_memory = None if streamed else tf.constant(array)
+        verbose = int(verbose != 0)
         init_x = None
         use_current = self.warm_start and float(self.fitted.numpy()) > 0.5
         best = None
         n_init = 1 if use_current else self.n_init
-        progbar = keras.utils.Progbar(self.max_iter * n_init, verbose=int(verbose != 0))
+        progbar = keras.utils.Progbar(self.max_iter * n_init, verbose=verbose)
         for _ in range(n_init):
             if use_current:
                 params = tuple(tf.cast(t, self.dtype) for t in self._params())
             else:
                 init_x = self._init_rows(dataset, array) if init_x is None else init_x
                 params = self._initial_parameters(init_x)
-            bounds, converged, prev = [], False, -np.inf
-            for _ in range(self.max_iter):
-                bound, params = self._em_pass(dataset, params)
-                bounds.append(bound)
-                change = bound - prev
-                prev = bound
-                progbar.add(1, [("lower_bound", bound), ("change", change)])
-                if abs(change) < self.tol:
-                    converged = True
-                    break
-            if best is None or bounds[-1] > best[0][-1]:
-                best = (bounds, params, converged)
-        bounds, params, converged = best
+            if streamed:
+                result = self._run_streamed(dataset, params, progbar)
+            else:
+                result = self._run_in_memory(
+                    x_in_memory, params, progbar, batch_size, per_iteration=verbose
+                )
+            if best is None or result[1][-1] > best[1][-1]:
+                best = result
+        params, bounds, converged = best
         self.mixture_weights.assign(params[0])
         self.means.assign(params[1])
         self.precisions_cholesky.assign(params[2])

@@ -107,6 +107,9 @@ __all__ = [
     "random_from_data_resp",
     "parameters_from_resp",
     "lower_bound",
+    "EXPANSION_RTOL",
+    "batch_statistics",
+    "em_iterations",
 ]
 
 
@@ -174,30 +177,75 @@ class Stats(NamedTuple):
     sum_dxdx: tf.Tensor
 
 
-def _second_moment_full(resp, dx):
-    # resp [N, K], dx [N, K, D] -> [K, D, D]
-    weighted = resp[..., None] * dx
-    return tf.einsum("nkd,nke->kde", weighted, dx)
+# Matrix-product forms. The sums are taken after centring the data on ``ref``,
+# the mean of the shifts (so no product holds the data's offset from the
+# origin), and:
+#
+# * full/tied are half-centred: with ``a_nk = r_nk (x_n - c_k)``,
+#   ``sum_n a_nk (x_n - c_k)^T = (sum_n a_nk x_n^T) - sum_dx_k c_k^T``, one
+#   ``[K*D, N] x [N, D]`` product (tied: ``[D, N] x [N, D]`` after summing
+#   ``a`` over k). Its error is about ``eps * |x - c| |x| / sigma^2``, small
+#   because ``c`` (the current means) is close to the points a component owns;
+# * diag/spherical are exact (an ``[N, K, D]`` tensor) unless ``expand=True``:
+#   then ``sum_n r (x - c)^2 = r^T x^2 - 2 c r^T x + nk c^2``, two
+#   ``[K, N] x [N, D]`` products, with relative error ``eps * kappa``
+#   (:func:`keras_gmm.ops.gaussian.expansion_condition`).
+def _moments_full(resp, x, shift, expand):
+    a = resp[:, :, None] * (x[:, None, :] - shift)  # [N, K, D]
+    sum_dx = tf.reduce_sum(a, axis=0)
+    moment = tf.einsum("nkd,ne->kde", a, x) - sum_dx[:, :, None] * shift[:, None, :]
+    return sum_dx, 0.5 * (moment + tf.linalg.matrix_transpose(moment))
 
 
-def _second_moment_tied(resp, dx):
-    weighted = resp[..., None] * dx
-    return tf.einsum("nkd,nke->de", weighted, dx)
+def _moments_tied(resp, x, shift, expand):
+    a = resp[:, :, None] * (x[:, None, :] - shift)  # [N, K, D]
+    sum_dx = tf.reduce_sum(a, axis=0)
+    moment = tf.matmul(tf.reduce_sum(a, axis=1), x, transpose_a=True) - tf.matmul(
+        sum_dx, shift, transpose_a=True
+    )
+    return sum_dx, 0.5 * (moment + tf.transpose(moment))
 
 
-def _second_moment_diag(resp, dx):
-    return tf.einsum("nk,nkd->kd", resp, tf.square(dx))
+def _expanded_first_moments(resp, x, shift):
+    nk = tf.reduce_sum(resp, axis=0)[:, None]
+    s1 = tf.matmul(resp, x, transpose_a=True)
+    return nk, s1, s1 - nk * shift
 
 
-def _second_moment_spherical(resp, dx):
-    return tf.einsum("nk,nk->k", resp, tf.reduce_sum(tf.square(dx), axis=-1))
+def _moments_diag(resp, x, shift, expand):
+    if not expand:
+        dx = x[:, None, :] - shift
+        return (
+            tf.einsum("nk,nkd->kd", resp, dx),
+            tf.einsum("nk,nkd->kd", resp, tf.square(dx)),
+        )
+    nk, s1, sum_dx = _expanded_first_moments(resp, x, shift)
+    s2 = tf.matmul(resp, tf.square(x), transpose_a=True)
+    return sum_dx, tf.maximum(s2 - 2.0 * shift * s1 + nk * tf.square(shift), 0.0)
 
 
-_SECOND_MOMENT = {
-    "full": _second_moment_full,
-    "tied": _second_moment_tied,
-    "diag": _second_moment_diag,
-    "spherical": _second_moment_spherical,
+def _moments_spherical(resp, x, shift, expand):
+    if not expand:
+        dx = x[:, None, :] - shift
+        return (
+            tf.einsum("nk,nkd->kd", resp, dx),
+            tf.einsum("nk,nkd->k", resp, tf.square(dx)),
+        )
+    nk, s1, sum_dx = _expanded_first_moments(resp, x, shift)
+    s2 = tf.linalg.matvec(resp, tf.reduce_sum(tf.square(x), axis=-1), adjoint_a=True)
+    moment = (
+        s2
+        - 2.0 * tf.reduce_sum(shift * s1, axis=-1)
+        + nk[:, 0] * tf.reduce_sum(tf.square(shift), axis=-1)
+    )
+    return sum_dx, tf.maximum(moment, 0.0)
+
+
+_MOMENTS = {
+    "full": _moments_full,
+    "tied": _moments_tied,
+    "diag": _moments_diag,
+    "spherical": _moments_spherical,
 }
 
 
@@ -210,7 +258,7 @@ def _second_moment_shape(n_components, n_features, covariance_type):
     }[covariance_type]
 
 
-def sufficient_statistics(x, resp, shift, covariance_type):
+def sufficient_statistics(x, resp, shift, covariance_type, expand=False):
     """Shifted sufficient statistics of one batch.
 
     Args:
@@ -219,17 +267,21 @@ def sufficient_statistics(x, resp, shift, covariance_type):
         shift: ``[K, D]`` per-component shift ``c_k``, usually the current
             means; the same shift must be passed to :func:`m_step`.
         covariance_type: one of ``COVARIANCE_TYPES``.
+        expand: for "diag"/"spherical", take the second moments as matrix
+            products (fast; relative error ``eps * kappa``, see
+            :func:`keras_gmm.ops.gaussian.expansion_condition`) instead of
+            from an ``[N, K, D]`` tensor. "full"/"tied" always use products.
 
     Returns:
         A :class:`Stats` of plain sums over the batch.
     """
     check_covariance_type(covariance_type)
     resp = tf.cast(resp, x.dtype)
-    dx = x[:, None, :] - shift  # [N, K, D]
-    nk = tf.reduce_sum(resp, axis=0)
-    sum_dx = tf.einsum("nk,nkd->kd", resp, dx)
-    sum_dxdx = _SECOND_MOMENT[covariance_type](resp, dx)
-    return Stats(nk, sum_dx, sum_dxdx)
+    shift = tf.cast(shift, x.dtype)
+    ref = tf.reduce_mean(shift, axis=0)
+    x, shift = x - ref, shift - ref
+    sum_dx, sum_dxdx = _MOMENTS[covariance_type](resp, x, shift, expand)
+    return Stats(tf.reduce_sum(resp, axis=0), sum_dx, sum_dxdx)
 
 
 def zero_statistics(n_components, n_features, covariance_type, dtype=tf.float32):
@@ -271,13 +323,15 @@ def _covariances_tied(stats, nk_eps, d, reg_covar):
 
 def _covariances_diag(stats, nk_eps, d, reg_covar):
     coef = 2.0 * nk_eps - stats.nk
-    scatter = stats.sum_dxdx - coef[:, None] * tf.square(d)
+    scatter = tf.maximum(stats.sum_dxdx - coef[:, None] * tf.square(d), 0.0)
     return scatter / nk_eps[:, None] + reg_covar
 
 
 def _covariances_spherical(stats, nk_eps, d, reg_covar):
     coef = 2.0 * nk_eps - stats.nk
-    scatter = stats.sum_dxdx - coef * tf.reduce_sum(tf.square(d), axis=-1)
+    scatter = tf.maximum(
+        stats.sum_dxdx - coef * tf.reduce_sum(tf.square(d), axis=-1), 0.0
+    )
     n_features = d.shape[-1]
     return scatter / (nk_eps * n_features) + reg_covar
 
@@ -337,6 +391,153 @@ def m_step(stats, shift, covariance_type, reg_covar):
     weights = nk_eps / tf.reduce_sum(nk_eps)
     prec_chol = precisions_cholesky_from_covariances(covariances, covariance_type)
     return weights, means, covariances, prec_chol
+
+
+# --------------------------------------------------------------------------
+# one batch, one pass, a whole fit
+# --------------------------------------------------------------------------
+#: The expanded (matrix-product) diag/spherical forms are used in the data's
+#: dtype while ``eps * kappa`` is below this; above it, in float64.
+EXPANSION_RTOL = 1e-3
+
+
+def batch_statistics(x, weights, means, precisions_cholesky, covariance_type, fast=True):
+    """E-step and sufficient statistics of one batch, around the current means.
+
+    The unit of work of every EM loop (a pass, a replica, an online step).
+
+    Args:
+        x: ``[N, D]``.
+        weights: ``[K]`` mixture weights; ``means``, ``precisions_cholesky``:
+            the current parameters (the statistics are shifted by ``means``).
+        covariance_type: one of ``COVARIANCE_TYPES``.
+        fast: "diag"/"spherical" only: use the matrix-product forms, in the
+            data's dtype when ``eps * kappa <= EXPANSION_RTOL``
+            (:func:`keras_gmm.ops.gaussian.expansion_condition`) and in float64
+            otherwise (so a float32 fit stays accurate for tight, far-apart
+            components). ``False``: the exact ``[N, K, D]`` forms.
+
+    Returns:
+        ``(Stats, sum of log p(x_n))`` in the dtype of ``x``.
+    """
+    check_covariance_type(covariance_type)
+    dtype = x.dtype
+
+    def run(compute_dtype, expand):
+        xc, w, mu, pc = (
+            tf.cast(t, compute_dtype) for t in (x, weights, means, precisions_cholesky)
+        )
+        log_resp, log_prob = gaussian.log_responsibilities(
+            xc, tf.math.log(w), mu, pc, covariance_type, expand=expand
+        )
+        stats = sufficient_statistics(
+            xc, tf.exp(log_resp), mu, covariance_type, expand=expand
+        )
+        out = (stats, tf.reduce_sum(log_prob))
+        return tf.nest.map_structure(lambda t: tf.cast(t, dtype), out)
+
+    if not fast or covariance_type in ("full", "tied"):
+        return run(dtype, expand=False)
+    if dtype == tf.float64:
+        return run(dtype, expand=True)
+    kappa = gaussian.expansion_condition(
+        tf.cast(means, dtype), tf.cast(precisions_cholesky, dtype), covariance_type
+    )
+    accurate = kappa * _finfo_eps(dtype) <= EXPANSION_RTOL
+    return tf.cond(
+        accurate, lambda: run(dtype, True), lambda: run(tf.float64, True)
+    )
+
+
+def em_iterations(
+    x, weights, means, precisions_cholesky, covariance_type, reg_covar, max_iter,
+    tol, chunk_size=None, prev_bound=-np.inf, iter_limit=None,
+):
+    """Up to ``max_iter`` EM iterations over in-memory data, in one graph.
+
+    Meant to be wrapped in ``tf.function(jit_compile=True)``: the iterations
+    are a ``tf.while_loop`` and each pass walks the data in chunks of
+    ``chunk_size`` rows (a ``tf.while_loop`` too, plus one tail chunk), so the
+    working set is ``O(chunk_size * K * D)`` whatever ``N``.
+
+    Args:
+        x: ``[N, D]`` data (static shape).
+        weights, means, precisions_cholesky: initial parameters.
+        covariance_type: one of ``COVARIANCE_TYPES``.
+        reg_covar: added to the covariance diagonals.
+        max_iter: Python int, the most iterations.
+        tol: stop when the lower bound changes by less than ``tol``.
+        chunk_size: rows per chunk (default: about 4M elements per
+            ``[chunk, K, D]`` intermediate).
+        prev_bound: the lower bound of the iteration before the first one
+            (to continue a run: convergence compares with it).
+        iter_limit: a scalar tensor ``<= max_iter``: run at most this many
+            iterations now (default ``max_iter``). A caller can step through a
+            run one iteration per call without a new trace.
+
+    Returns:
+        ``(weights, means, precisions_cholesky, bounds [max_iter], n_iter,
+        converged, failed)``: the parameters after the last successful M-step,
+        the lower bound of each iteration (``bounds[:n_iter]``), and
+        ``failed`` True if an M-step gave a non-finite precision factor (the
+        returned parameters are then the ones before it, see
+        :func:`check_precisions_cholesky`).
+    """
+    check_covariance_type(covariance_type)
+    n, d = int(x.shape[0]), int(x.shape[1])
+    k = int(means.shape[0])
+    dtype = x.dtype
+    if chunk_size is None:
+        chunk_size = max(1024, (1 << 22) // max(k * d, 1))
+    chunk_size = min(int(chunk_size), n)
+    n_chunks = n // chunk_size
+    chunks = tf.reshape(x[: n_chunks * chunk_size], [n_chunks, chunk_size, d])
+    tail = x[n_chunks * chunk_size :]
+    reg_covar = tf.cast(reg_covar, dtype)
+    tol = tf.cast(tol, dtype)
+
+    def one_pass(params):
+        w, mu, pc = params
+
+        def body(i, stats, log_prob_sum):
+            s, lp = batch_statistics(chunks[i], w, mu, pc, covariance_type)
+            return i + 1, add_statistics(stats, s), log_prob_sum + lp
+
+        zero = zero_statistics(k, d, covariance_type, dtype)
+        _, stats, log_prob_sum = tf.while_loop(
+            lambda i, *_: i < n_chunks, body, (0, zero, tf.zeros((), dtype))
+        )
+        if tail.shape[0]:
+            s, lp = batch_statistics(tail, w, mu, pc, covariance_type)
+            stats, log_prob_sum = add_statistics(stats, s), log_prob_sum + lp
+        new_w, new_mu, _, new_pc = m_step(stats, mu, covariance_type, reg_covar)
+        return log_prob_sum / n, (new_w, new_mu, new_pc)
+
+    limit = max_iter if iter_limit is None else iter_limit
+
+    def cond(it, params, prev, bounds, converged, failed):
+        return (it < limit) & ~converged & ~failed
+
+    def body(it, params, prev, bounds, converged, failed):
+        bound, new = one_pass(params)
+        bounds = tf.tensor_scatter_nd_update(bounds, [[it]], [bound])
+        ok = tf.reduce_all(tf.math.is_finite(new[2])) & tf.math.is_finite(bound)
+        params = tf.nest.map_structure(
+            lambda a, b: tf.where(ok, a, b), new, params
+        )
+        converged = ok & (tf.abs(bound - prev) < tol)
+        return it + 1, params, bound, bounds, converged, ~ok
+
+    params = tuple(
+        tf.cast(t, dtype) for t in (weights, means, precisions_cholesky)
+    )
+    init = (
+        tf.constant(0), params, tf.cast(prev_bound, dtype),
+        tf.fill([max_iter], tf.constant(np.nan, dtype)), tf.constant(False),
+        tf.constant(False),
+    )
+    it, params, _, bounds, converged, failed = tf.while_loop(cond, body, init)
+    return (*params, bounds, it, converged, failed)
 
 
 # --------------------------------------------------------------------------

@@ -108,12 +108,22 @@ _SQ_MAHALANOBIS = {
 }
 
 
-# Un-batched fast path for "full"/"tied" (x [N, D], means [K, D]): whiten the
-# points and the means with matrix products, ``y = x P - mu P`` (scikit-learn's
-# form), instead of a batched mat-vec per (point, component). Both are first
-# centred on the mean of the means: the products then never hold the data's
-# offset from the origin, so float32 does not cancel catastrophically. The
-# result equals the general path up to rounding.
+# Un-batched fast paths (x [N, D], means [K, D]: a fitted mixture, as in EM):
+# every per-(point, component) quantity becomes a matrix product over all
+# components at once, the shape BLAS and XLA are fast at.
+#
+# "full"/"tied" whiten points and means separately, ``y = x P - mu P``
+# (scikit-learn's form), after centring both on the mean of the means, so the
+# products never hold the data's offset from the origin. The error of ``y`` is
+# about ``eps * |x - ref| / sigma``: the result equals the general path up to
+# rounding. This path is always taken for un-batched inputs.
+#
+# "diag"/"spherical" expand the square, ``sum_d p^2 (x - mu)^2 =
+# x^2 . p^2 - 2 x . (mu p^2) + mu^2 . p^2``: two products ``[N, D] x [D, K]``
+# instead of an ``[N, K, D]`` tensor. The expansion cancels: its absolute error
+# is about ``eps * D * kappa`` with ``kappa = max_kd (1 + ((mu_kd - ref_d)
+# p_kd)^2)`` (:func:`expansion_condition`), so it is only taken on request
+# (``expand=True``), by callers that check ``kappa`` (the EM loop does).
 def _sq_mahalanobis_full_gemm(x, means, prec_chol):
     ref = tf.reduce_mean(means, axis=0)
     y_x = tf.einsum("nd,kde->nke", x - ref, prec_chol)  # [N, K, D]
@@ -128,10 +138,32 @@ def _sq_mahalanobis_tied_gemm(x, means, prec_chol):
     return tf.reduce_sum(tf.square(y_x[:, None, :] - y_mu), axis=-1)
 
 
+def _sq_mahalanobis_diag_gemm(x, means, prec_chol):
+    ref = tf.reduce_mean(means, axis=0)
+    x, means = x - ref, means - ref
+    p2 = tf.square(prec_chol)  # [K, D]
+    sq = tf.matmul(tf.square(x), p2, transpose_b=True)
+    sq -= 2.0 * tf.matmul(x, means * p2, transpose_b=True)
+    sq += tf.reduce_sum(tf.square(means) * p2, axis=-1)
+    return tf.maximum(sq, 0.0)
+
+
+def _sq_mahalanobis_spherical_gemm(x, means, prec_chol):
+    ref = tf.reduce_mean(means, axis=0)
+    x, means = x - ref, means - ref
+    sq = tf.reduce_sum(tf.square(x), axis=-1, keepdims=True)
+    sq -= 2.0 * tf.matmul(x, means, transpose_b=True)
+    sq += tf.reduce_sum(tf.square(means), axis=-1)
+    return tf.maximum(sq, 0.0) * tf.square(prec_chol)
+
+
 _SQ_MAHALANOBIS_GEMM = {
-    # covariance type: (function, rank of an un-batched precision factor)
-    "full": (_sq_mahalanobis_full_gemm, 3),
-    "tied": (_sq_mahalanobis_tied_gemm, 2),
+    # covariance type: (function, rank of an un-batched precision factor,
+    #                   taken without expand=True)
+    "full": (_sq_mahalanobis_full_gemm, 3, True),
+    "tied": (_sq_mahalanobis_tied_gemm, 2, True),
+    "diag": (_sq_mahalanobis_diag_gemm, 2, False),
+    "spherical": (_sq_mahalanobis_spherical_gemm, 1, False),
 }
 
 
@@ -142,18 +174,36 @@ def _static_rank(t):
         return None
 
 
-def _use_gemm(x, means, precisions_cholesky, covariance_type):
-    if covariance_type not in _SQ_MAHALANOBIS_GEMM:
-        return False
-    prec_rank = _SQ_MAHALANOBIS_GEMM[covariance_type][1]
+def _use_gemm(x, means, precisions_cholesky, covariance_type, expand):
+    _, prec_rank, always = _SQ_MAHALANOBIS_GEMM[covariance_type]
     return (
-        _static_rank(x) == 2
+        (always or expand)
+        and _static_rank(x) == 2
         and _static_rank(means) == 2
         and _static_rank(precisions_cholesky) == prec_rank
     )
 
 
-def log_gaussian_prob(x, means, precisions_cholesky, covariance_type):
+def expansion_condition(means, precisions_cholesky, covariance_type):
+    """``kappa``, the error factor of the expanded "diag"/"spherical" forms.
+
+    ``kappa = max_kd (1 + ((mu_kd - ref_d) p_kd)^2)`` where ``ref`` is the mean
+    of the means: squared distances in units of each component's standard
+    deviation. The expanded Mahalanobis term (``expand=True`` in
+    :func:`log_gaussian_prob`) and the expanded second moments of
+    :func:`keras_gmm.ops.em.sufficient_statistics` have a relative error of
+    about ``eps * kappa``. Returns 1 for "full"/"tied" (never expanded).
+    """
+    if covariance_type in ("full", "tied"):
+        return tf.ones((), means.dtype)
+    ref = tf.reduce_mean(means, axis=-2, keepdims=True)
+    p = precisions_cholesky
+    if covariance_type == "spherical":
+        p = p[..., None]
+    return 1.0 + tf.reduce_max(tf.square((means - ref) * p))
+
+
+def log_gaussian_prob(x, means, precisions_cholesky, covariance_type, expand=False):
     """Per-component Gaussian log-densities of ``x``.
 
     Args:
@@ -162,6 +212,9 @@ def log_gaussian_prob(x, means, precisions_cholesky, covariance_type):
         precisions_cholesky: precision Cholesky factors, shaped per covariance
             type as in the module docstring.
         covariance_type: one of ``COVARIANCE_TYPES``.
+        expand: for un-batched "diag"/"spherical", compute the Mahalanobis
+            term as matrix products (fast, error ``eps * D * kappa``, see
+            :func:`expansion_condition`) instead of exactly.
 
     Returns:
         ``[..., K]``: ``log N(x | means[k], covariance[k])`` for each component,
@@ -172,7 +225,7 @@ def log_gaussian_prob(x, means, precisions_cholesky, covariance_type):
     scikit-learn does; the result is the same up to rounding.
     """
     event_size = means.shape[-1]
-    if _use_gemm(x, means, precisions_cholesky, covariance_type):
+    if _use_gemm(x, means, precisions_cholesky, covariance_type, expand):
         gemm = _SQ_MAHALANOBIS_GEMM[covariance_type][0]
         sq = gemm(x, means, precisions_cholesky)
     else:
@@ -203,8 +256,12 @@ def log_mixture_prob(x, log_weights, means, precisions_cholesky, covariance_type
     return tf.reduce_logsumexp(log_joint, axis=-1)
 
 
-def log_responsibilities(x, log_weights, means, precisions_cholesky, covariance_type):
+def log_responsibilities(
+    x, log_weights, means, precisions_cholesky, covariance_type, expand=False
+):
     """Posterior log-probabilities of each component, and log p(x).
+
+    ``expand`` as in :func:`log_gaussian_prob`.
 
     Returns:
         ``(log_resp [..., K], log_prob [...])`` with
@@ -212,7 +269,7 @@ def log_responsibilities(x, log_weights, means, precisions_cholesky, covariance_
         probability space, computed with logsumexp).
     """
     log_joint = log_weights + log_gaussian_prob(
-        x, means, precisions_cholesky, covariance_type
+        x, means, precisions_cholesky, covariance_type, expand=expand
     )
     log_prob = tf.reduce_logsumexp(log_joint, axis=-1)
     return log_joint - log_prob[..., None], log_prob

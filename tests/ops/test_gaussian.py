@@ -130,21 +130,27 @@ def test_unknown_covariance_type_is_a_clear_error():
 # --------------------------------------------------------------------------
 @pytest.mark.parametrize("offset", [0.0, 1e4])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("covariance_type", ["full", "tied"])
+@pytest.mark.parametrize("covariance_type", COV_TYPES)
 def test_gemm_fast_path_equals_general_path(covariance_type, dtype, offset):
     rng = np.random.default_rng(11)
     k, d = 4, 3
     x64 = rng.normal(size=(50, d)) * 2
     means64 = rng.normal(size=(k, d))
-    shape = (k, d, d) if covariance_type == "full" else (d, d)
-    p64 = np.triu(rng.normal(size=shape) * 0.3) + np.eye(d)
+    if covariance_type in ("full", "tied"):
+        shape = (k, d, d) if covariance_type == "full" else (d, d)
+        p64 = np.triu(rng.normal(size=shape) * 0.3) + np.eye(d)
+    else:
+        p64 = rng.uniform(0.5, 1.5, size=(k, d) if covariance_type == "diag" else (k,))
     args = [tf.constant(a, dtype) for a in (x64 + offset, means64 + offset, p64)]
     ref = gaussian.log_gaussian_prob(  # exact: float64, no offset, general path
         x64[None], means64[None], p64[None], covariance_type)[0].numpy()
-    assert gaussian._use_gemm(*args, covariance_type)
+    # full/tied always take the product form; diag/spherical on request.
+    expand = covariance_type in ("diag", "spherical")
+    assert gaussian._use_gemm(*args, covariance_type, expand)
+    assert gaussian._use_gemm(*args, covariance_type, False) != expand
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(args)
-        fast = gaussian.log_gaussian_prob(*args, covariance_type)
+        fast = gaussian.log_gaussian_prob(*args, covariance_type, expand=True)
         general = gaussian.log_gaussian_prob(*[a[None] for a in args],
                                              covariance_type)[0]
     if dtype == "float64" and offset == 0.0:
@@ -159,3 +165,25 @@ def test_gemm_fast_path_equals_general_path(covariance_type, dtype, offset):
         err_fast = np.abs(fast.numpy() - ref).max()
         err_general = np.abs(general.numpy() - ref).max()
         assert err_fast <= 2 * err_general + 1e-4 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("covariance_type", ["diag", "spherical"])
+def test_expanded_form_error_is_bounded_by_the_condition(covariance_type):
+    # Tight components far apart (kappa ~ 1e6): the expanded float32 form loses
+    # about eps * D * kappa, as documented, and expansion_condition says so.
+    rng = np.random.default_rng(3)
+    k, d = 3, 4
+    means64 = rng.normal(size=(k, d)) * 100.0
+    shape = (k, d) if covariance_type == "diag" else (k,)
+    p64 = np.full(shape, 10.0)
+    x64 = means64[rng.integers(0, k, 200)] + rng.normal(size=(200, d)) * 0.1
+    args = [tf.constant(a, tf.float32) for a in (x64, means64, p64)]
+    kappa = float(gaussian.expansion_condition(*args[1:], covariance_type))
+    assert kappa > 1e5
+    ref = gaussian.log_gaussian_prob(x64, means64, p64, covariance_type).numpy()
+    exact = gaussian.log_gaussian_prob(*args, covariance_type).numpy()
+    fast = gaussian.log_gaussian_prob(*args, covariance_type, expand=True).numpy()
+    own = np.abs(ref) < 1e3  # each point's own component
+    eps = np.finfo(np.float32).eps
+    assert np.abs(exact - ref)[own].max() < 1e-3
+    assert np.abs(fast - ref)[own].max() < 4 * eps * d * kappa

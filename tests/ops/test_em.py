@@ -329,3 +329,85 @@ def test_em_iteration_under_xla_matches_eager(covariance_type):
     compiled = tf.function(iteration, jit_compile=True)(x, w, m, p)
     for a, b in zip(eager, compiled):
         np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-10, atol=1e-12)
+
+
+# --------------------------------------------------------------------------
+# batch_statistics (matrix-product forms) and em_iterations (compiled loop)
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize("covariance_type", COV_TYPES)
+def test_batch_statistics_fast_equals_exact(covariance_type):
+    x = _blobs(n=300, d=4, k=3) + 50.0
+    resp = _random_resp(300, 3, seed=2)
+    w, m, _, p = em.parameters_from_resp(x, resp, covariance_type, REG)
+    m = m + 0.1  # a shift near, not at, the means
+    fast, lp_fast = em.batch_statistics(x, w, m, p, covariance_type, fast=True)
+    exact, lp_exact = em.batch_statistics(x, w, m, p, covariance_type, fast=False)
+    # the exact forms are the textbook formulas
+    log_resp, log_prob = em.e_step(x, tf.math.log(w), m, p, covariance_type)
+    dx = x[:, None, :] - m.numpy()
+    r = np.exp(log_resp.numpy())
+    np.testing.assert_allclose(exact.sum_dx.numpy(), np.einsum("nk,nkd->kd", r, dx),
+                               rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(lp_exact.numpy(), log_prob.numpy().sum(), rtol=1e-12)
+    for a, b in zip(fast, exact):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(lp_fast.numpy(), lp_exact.numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("covariance_type", ["diag", "spherical"])
+def test_float32_tight_far_components_use_float64(covariance_type):
+    # scikit-learn's issue #30382 (its regression test): two far-apart points,
+    # one per component. The expanded float32 forms would cancel (kappa ~ 1e8);
+    # batch_statistics falls back to float64 and the variances are exact.
+    x = np.array([[9999.0], [0.0]], np.float32)
+    m = tf.constant([[9999.0], [0.0]], tf.float32)
+    p = tf.constant(np.full((2, 1) if covariance_type == "diag" else (2,), 1 / 0.1**0.5),
+                    tf.float32)
+    w = tf.constant([0.5, 0.5], tf.float32)
+    kappa = float(em.gaussian.expansion_condition(m, p, covariance_type))
+    assert kappa * np.finfo(np.float32).eps > em.EXPANSION_RTOL
+    stats, lp = em.batch_statistics(x, w, m, p, covariance_type)
+    assert stats.sum_dxdx.dtype == tf.float32
+    np.testing.assert_allclose(stats.sum_dxdx.numpy(), 0.0, atol=1e-6)
+    _, means, cov, _ = em.m_step(stats, m, covariance_type, 0.1)
+    np.testing.assert_allclose(means.numpy().ravel(), [9999.0, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(cov.numpy().ravel(), 0.1, rtol=1e-5)
+    # the log-likelihood is exact too: each point sits on its own mean
+    want = np.log(0.5) - 0.5 * np.log(2 * np.pi * 0.1)
+    np.testing.assert_allclose(lp.numpy(), 2 * want, rtol=1e-5)
+
+
+@pytest.mark.parametrize("covariance_type", COV_TYPES)
+def test_em_iterations_equals_step_by_step(covariance_type):
+    x = tf.constant(_blobs(n=250, d=3, k=3))
+    resp = _random_resp(250, 3, seed=4)
+    w, m, _, p = em.parameters_from_resp(x, resp, covariance_type, REG)
+    params, bounds = (w, m, p), []
+    for _ in range(4):
+        stats, lp = em.batch_statistics(x, *params, covariance_type)
+        bounds.append(float(lp) / 250)
+        new = em.m_step(stats, params[1], covariance_type, REG)
+        params = (new[0], new[1], new[3])
+    run = tf.function(em.em_iterations, jit_compile=True)
+    # chunks of 64 rows plus a tail of 58; two calls of 2 iterations
+    out1 = run(x, w, m, p, covariance_type, REG, 4, 0.0, 64, -np.inf, 2)
+    out2 = run(x, *out1[:3], covariance_type, REG, 4, 0.0, 64, out1[3][1], 2)
+    assert int(out1[4]) == 2 and int(out2[4]) == 2
+    got = np.concatenate([out1[3].numpy()[:2], out2[3].numpy()[:2]])
+    np.testing.assert_allclose(got, bounds, rtol=1e-10)
+    for a, b in zip(out2[:3], params):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-8, atol=1e-10)
+    assert not bool(out2[5]) and not bool(out2[6])
+    # a large tol converges at the second iteration
+    out = run(x, w, m, p, covariance_type, REG, 4, 1e3, 64)
+    assert bool(out[5]) and int(out[4]) == 2  # as scikit-learn's n_iter_
+
+
+def test_em_iterations_reports_a_failed_cholesky():
+    x = tf.constant(np.repeat(np.arange(4.0)[:, None], 10, axis=0) @ np.ones((1, 2)))
+    w = tf.constant([0.5, 0.5], tf.float64)
+    m = tf.constant([[0.0, 0.0], [3.0, 3.0]], tf.float64)
+    p = tf.constant(np.stack([np.eye(2)] * 2))
+    out = tf.function(em.em_iterations, jit_compile=True)(x, w, m, p, "full", 0.0, 5, 0.0)
+    assert bool(out[6]) and int(out[4]) == 1
+    np.testing.assert_array_equal(out[2].numpy(), p.numpy())  # last good parameters

@@ -6,6 +6,7 @@ The public API:
   networks trained by negative log-likelihood.
 - :func:`export_saved_model`: SavedModel export in the TF Serving layout.
 - :mod:`keras_gmm.mixture`: the mixture parameterization every layer shares.
+- :mod:`keras_gmm.metrics`: clustering scores (Hungarian accuracy, NMI).
 - :mod:`keras_gmm.zoo`: pretrained models; :mod:`keras_gmm.datasets`: the
   embedded data they are trained and evaluated on.
 """
@@ -19,7 +20,7 @@ if _keras.backend.backend() != "tensorflow":  # pragma: no cover - env guard
         f"{_keras.backend.backend()!r}. Set KERAS_BACKEND=tensorflow."
     )
 
-from keras_gmm import datasets, mixture, ops, zoo  # noqa: E402
+from keras_gmm import datasets, metrics, mixture, ops, zoo  # noqa: E402
 from keras_gmm.export import export_saved_model  # noqa: E402
 from keras_gmm.layers import GaussianMixtureEM, MixtureDensityHead  # noqa: E402
 from keras_gmm.losses import GMMNegLogLik  # noqa: E402
@@ -32,6 +33,7 @@ __all__ = [
     "MixtureDensityHead",
     "datasets",
     "export_saved_model",
+    "metrics",
     "mixture",
     "ops",
     "zoo",

@@ -52,6 +52,7 @@ __all__ = [
     "MixtureParams",
     "check_min_scale",
     "check_positive",
+    "stateless_seed",
     "params_size",
     "param_slices",
     "split_params",
@@ -510,3 +511,20 @@ def sample(mixture, seed, temperature=1.0, sigma_temperature=1.0):
     z = tf.random.stateless_normal(tf.shape(loc), seeds[1], dtype=dtype)
     noise = gaussian.scale_noise(z, prec_chol, mixture.covariance_type)
     return loc + tf.cast(sigma_temperature, dtype) * noise
+
+
+def stateless_seed(seed, seed_generator):
+    """A shape-[2] int64 seed for TensorFlow's stateless random ops.
+
+    ``seed``: None (draw from the layer's ``keras.random.SeedGenerator``, so
+    each call differs and the generator's state is saved with the layer), an
+    int, or a scalar/shape-[2] integer tensor.
+    """
+    if seed is None:
+        return tf.cast(seed_generator.next(), tf.int64)
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+        return tf.constant([int(seed), 0], dtype=tf.int64)
+    seed = tf.cast(seed, tf.int64)
+    if seed.shape.rank == 0:
+        return tf.stack([seed, tf.zeros_like(seed)])
+    return seed

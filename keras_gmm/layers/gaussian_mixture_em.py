@@ -90,6 +90,8 @@ class GaussianMixtureEM(keras.layers.Layer):
         warm_start=False,
         seed=None,
         output="responsibilities",
+        online=False,
+        momentum=0.99,
         **kwargs,
     ):
         # The fitted parameters are read in their own dtype (no autocast to
@@ -118,7 +120,15 @@ class GaussianMixtureEM(keras.layers.Layer):
             )
         self.output_mode = output
         self.warm_start = bool(warm_start)
+        self.online = bool(online)
+        if (isinstance(momentum, bool) or not isinstance(momentum, (int, float))
+                or not 0.0 <= momentum < 1.0):
+            raise ValueError(
+                f"`momentum` must be a number in [0, 1); received momentum={momentum!r}."
+            )
+        self.momentum = float(momentum)
         self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
         self.weights_init = None if weights_init is None else np.asarray(weights_init, np.float64)
         self.means_init = None if means_init is None else np.asarray(means_init, np.float64)
         self.precisions_init = (
@@ -163,6 +173,16 @@ class GaussianMixtureEM(keras.layers.Layer):
         self.fitted = self.add_weight(
             name="fitted", shape=(), trainable=False, initializer="zeros"
         )
+        if self.online:
+            # Stepwise EM's running statistics, around the current means, in
+            # units of a fraction of the data (see ops.em.stepwise_statistics).
+            self.moving_nk = self.add_weight(
+                name="moving_nk", shape=(k,), trainable=False, initializer="zeros"
+            )
+            self.moving_scatter = self.add_weight(
+                name="moving_scatter", trainable=False, initializer="zeros",
+                shape=em.zero_statistics(k, d, self.covariance_type).sum_dxdx.shape,
+            )
 
     def _params(self):
         return (
@@ -179,10 +199,12 @@ class GaussianMixtureEM(keras.layers.Layer):
             )
 
     # ------------------------------------------------------------------ call
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         # Probability math in the variables' dtype (float32 under
         # mixed_float16, float64 with dtype="float64"), never in float16.
         x = tf.cast(inputs, self.variable_dtype)
+        if self.online and training:
+            self._online_step(tf.stop_gradient(tf.reshape(x, [-1, self.num_features])))
         w, means, prec_chol = self._params()
         log_resp, log_prob = gaussian.log_responsibilities(
             x, tf.math.log(w), means, prec_chol, self.covariance_type
@@ -200,6 +222,74 @@ class GaussianMixtureEM(keras.layers.Layer):
         if self.output_mode == "log_prob":
             return tuple(input_shape[:-1])
         return {"responsibilities": resp, "log_prob": tuple(input_shape[:-1])}
+
+    # ---------------------------------------------------------------- online
+    def _online_init(self, x):
+        """First training batch: k-means++ on it, as ``fit`` would."""
+        k, ctype, reg = self.num_components, self.covariance_type, self.reg_covar
+        centers, _ = em.kmeans_plusplus(
+            x, k, mixture_lib.stateless_seed(None, self.seed_generator)
+        )
+        labels = tf.argmin(
+            tf.reduce_sum(tf.square(x[:, None, :] - centers[None]), -1), axis=1
+        )
+        resp = em.labels_to_resp(labels, k, x.dtype)
+        w, means, _, prec_chol = em.parameters_from_resp(x, resp, ctype, reg)
+        stats = em.sufficient_statistics(x, resp, means, ctype)
+        n = tf.cast(tf.shape(x)[0], x.dtype)
+        stats = em.Stats(*(t / n for t in stats))
+        return (w, means, prec_chol), em.recentred_statistics(stats, ctype)
+
+    def _online_update(self, x):
+        ctype = self.covariance_type
+        params = self._params()
+        stats, _ = em.batch_statistics(x, *params, ctype)
+        n = tf.cast(tf.shape(x)[0], x.dtype)
+        ctx = tf.distribute.get_replica_context()
+        if ctx is not None and ctx.num_replicas_in_sync > 1:
+            # All replicas step with the statistics of the global batch.
+            stats, n = ctx.all_reduce(tf.distribute.ReduceOp.SUM, (stats, n))
+        running = em.Stats(
+            tf.convert_to_tensor(self.moving_nk),
+            tf.zeros_like(params[1]),
+            tf.convert_to_tensor(self.moving_scatter),
+        )
+        total = em.stepwise_statistics(running, stats, n, 1.0 - self.momentum)
+        w, means, _, prec_chol = em.m_step(total, params[1], ctype, self.reg_covar)
+        new = (w, means, prec_chol), em.recentred_statistics(total, ctype)
+        # A failed Cholesky (NaN, never raised inside a compiled train step)
+        # keeps the previous mixture for this step.
+        ok = tf.reduce_all(tf.math.is_finite(prec_chol))
+        old = params, running
+        return tf.nest.map_structure(lambda a, b: tf.where(ok, a, b), new, old)
+
+    def _online_step(self, x):
+        """One stepwise-EM step from a training batch (inside ``model.fit``)."""
+        (w, means, prec_chol), running = tf.cond(
+            self.fitted > 0.5,
+            lambda: self._online_update(x),
+            lambda: self._online_init(x),
+        )
+        self.mixture_weights.assign(w)
+        self.means.assign(means)
+        self.precisions_cholesky.assign(prec_chol)
+        self.moving_nk.assign(running.nk)
+        self.moving_scatter.assign(running.sum_dxdx)
+        self.fitted.assign(tf.ones_like(self.fitted))
+
+    def _set_online_state_from_parameters(self):
+        if not self.online:
+            return
+        w = tf.convert_to_tensor(self.mixture_weights)
+        cov = em.covariances_from_precisions_cholesky(
+            tf.convert_to_tensor(self.precisions_cholesky), self.covariance_type
+        )
+        self.moving_nk.assign(w)
+        self.moving_scatter.assign(
+            em.scatter_from_covariances(
+                w, cov, self.covariance_type, self.reg_covar, self.num_features
+            )
+        )
 
     # ------------------------------------------------------------------ data
     def _dataset(self, x, batch_size):
@@ -242,6 +332,11 @@ class GaussianMixtureEM(keras.layers.Layer):
         k, ctype, reg = self.num_components, self.covariance_type, self.reg_covar
         seed = tf.constant(self._rng.integers(0, 2**31 - 1, size=2), tf.int64)
         n = int(x.shape[0])
+        if n < k:
+            raise ValueError(
+                f"`x` has {n} samples, fewer than num_components={k}; use fewer "
+                "components or more data."
+            )
         if self.init_params in ("kmeans", "kmeans++"):
             centers, _ = em.kmeans_plusplus(x, k, seed)
             if self.init_params == "kmeans":
@@ -429,6 +524,7 @@ class GaussianMixtureEM(keras.layers.Layer):
         self.means.assign(params[1])
         self.precisions_cholesky.assign(params[2])
         self.fitted.assign(1.0)
+        self._set_online_state_from_parameters()
         self.lower_bounds_ = bounds
         self.lower_bound_ = bounds[-1]
         self.n_iter_ = len(bounds)
@@ -554,6 +650,8 @@ class GaussianMixtureEM(keras.layers.Layer):
                 "warm_start": self.warm_start,
                 "seed": self.seed,
                 "output": self.output_mode,
+                "online": self.online,
+                "momentum": self.momentum,
             }
         )
         return config

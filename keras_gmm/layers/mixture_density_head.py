@@ -261,7 +261,7 @@ class MixtureDensityHead(mixture_lib.MixtureLayoutMixin, keras.layers.Layer):
         """
         return mixture_lib.sample(
             self.mixture(params),
-            _stateless_seed(seed, self.seed_generator),
+            mixture_lib.stateless_seed(seed, self.seed_generator),
             temperature=temperature,
             sigma_temperature=sigma_temperature,
         )
@@ -288,15 +288,3 @@ class MixtureDensityHead(mixture_lib.MixtureLayoutMixin, keras.layers.Layer):
             }
         )
         return config
-
-
-def _stateless_seed(seed, seed_generator):
-    """A shape-[2] int64 seed for TensorFlow's stateless random ops."""
-    if seed is None:
-        return tf.cast(seed_generator.next(), tf.int64)
-    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
-        return tf.constant([int(seed), 0], dtype=tf.int64)
-    seed = tf.cast(seed, tf.int64)
-    if seed.shape.rank == 0:
-        return tf.stack([seed, tf.zeros_like(seed)])
-    return seed

@@ -110,6 +110,9 @@ __all__ = [
     "EXPANSION_RTOL",
     "batch_statistics",
     "em_iterations",
+    "recentred_statistics",
+    "stepwise_statistics",
+    "scatter_from_covariances",
 ]
 
 
@@ -308,40 +311,45 @@ def _add_to_diagonal(matrix, value):
     return tf.linalg.set_diag(matrix, tf.linalg.diag_part(matrix) + value)
 
 
-def _covariances_full(stats, nk_eps, d, reg_covar):
-    # sum_n r (x - mu)(x - mu)^T = S - (2 nk' - nk) d d^T
+# Scatter around the new means, sum_n r_nk (x_n - mean_k)(...)^T in the layout
+# of Stats.sum_dxdx, from statistics around the shift (exact algebra, see the
+# module docstring); clipped at 0 where a rounding could make it negative.
+def _scatter_full(stats, nk_eps, d):
     coef = 2.0 * nk_eps - stats.nk
-    scatter = stats.sum_dxdx - coef[:, None, None] * (d[:, :, None] * d[:, None, :])
-    return _add_to_diagonal(scatter / nk_eps[:, None, None], reg_covar)
+    return stats.sum_dxdx - coef[:, None, None] * (d[:, :, None] * d[:, None, :])
 
 
-def _covariances_tied(stats, nk_eps, d, reg_covar):
+def _scatter_tied(stats, nk_eps, d):
     coef = 2.0 * nk_eps - stats.nk
-    scatter = stats.sum_dxdx - tf.einsum("k,kd,ke->de", coef, d, d)
-    return _add_to_diagonal(scatter / tf.reduce_sum(nk_eps), reg_covar)
+    return stats.sum_dxdx - tf.einsum("k,kd,ke->de", coef, d, d)
 
 
-def _covariances_diag(stats, nk_eps, d, reg_covar):
+def _scatter_diag(stats, nk_eps, d):
     coef = 2.0 * nk_eps - stats.nk
-    scatter = tf.maximum(stats.sum_dxdx - coef[:, None] * tf.square(d), 0.0)
-    return scatter / nk_eps[:, None] + reg_covar
+    return tf.maximum(stats.sum_dxdx - coef[:, None] * tf.square(d), 0.0)
 
 
-def _covariances_spherical(stats, nk_eps, d, reg_covar):
+def _scatter_spherical(stats, nk_eps, d):
     coef = 2.0 * nk_eps - stats.nk
-    scatter = tf.maximum(
-        stats.sum_dxdx - coef * tf.reduce_sum(tf.square(d), axis=-1), 0.0
-    )
-    n_features = d.shape[-1]
-    return scatter / (nk_eps * n_features) + reg_covar
+    return tf.maximum(stats.sum_dxdx - coef * tf.reduce_sum(tf.square(d), -1), 0.0)
 
 
-_COVARIANCES = {
-    "full": _covariances_full,
-    "tied": _covariances_tied,
-    "diag": _covariances_diag,
-    "spherical": _covariances_spherical,
+_SCATTER = {
+    "full": _scatter_full,
+    "tied": _scatter_tied,
+    "diag": _scatter_diag,
+    "spherical": _scatter_spherical,
 }
+
+
+def _covariances_from_scatter(scatter, nk_eps, n_features, covariance_type, reg_covar):
+    if covariance_type == "full":
+        return _add_to_diagonal(scatter / nk_eps[:, None, None], reg_covar)
+    if covariance_type == "tied":
+        return _add_to_diagonal(scatter / tf.reduce_sum(nk_eps), reg_covar)
+    if covariance_type == "diag":
+        return scatter / nk_eps[:, None] + reg_covar
+    return scatter / (nk_eps * n_features) + reg_covar
 
 
 def estimate_gaussian_parameters(stats, shift, covariance_type, reg_covar):
@@ -359,7 +367,10 @@ def estimate_gaussian_parameters(stats, shift, covariance_type, reg_covar):
     d = stats.sum_dx / nk_eps[:, None]
     means = tf.cast(shift, dtype) + d
     reg = tf.cast(reg_covar, dtype)
-    covariances = _COVARIANCES[covariance_type](stats, nk_eps, d, reg)
+    scatter = _SCATTER[covariance_type](stats, nk_eps, d)
+    covariances = _covariances_from_scatter(
+        scatter, nk_eps, d.shape[-1], covariance_type, reg
+    )
     return nk_eps, means, covariances
 
 
@@ -391,6 +402,61 @@ def m_step(stats, shift, covariance_type, reg_covar):
     weights = nk_eps / tf.reduce_sum(nk_eps)
     prec_chol = precisions_cholesky_from_covariances(covariances, covariance_type)
     return weights, means, covariances, prec_chol
+
+
+# --------------------------------------------------------------------------
+# stepwise (online) EM
+# --------------------------------------------------------------------------
+def recentred_statistics(stats, covariance_type):
+    """The same data's :class:`Stats` around their own new means.
+
+    ``sum_dx`` becomes 0 and ``sum_dxdx`` the scatter around the means that
+    :func:`m_step` returns for these statistics (same ``nk + 10 eps``), so
+    decayed statistics can be carried from one step to the next around the
+    moving means without ever forming ``E[x^2] - mu^2``.
+    """
+    check_covariance_type(covariance_type)
+    dtype = stats.nk.dtype
+    nk_eps = stats.nk + tf.constant(10.0 * _finfo_eps(dtype), dtype)
+    d = stats.sum_dx / nk_eps[:, None]
+    return Stats(stats.nk, tf.zeros_like(stats.sum_dx),
+                 _SCATTER[covariance_type](stats, nk_eps, d))
+
+
+def scatter_from_covariances(weights, covariances, covariance_type, reg_covar,
+                             n_features):
+    """``sum_dxdx`` of :func:`recentred_statistics` for a fitted mixture, in
+    units of a fraction of the data (``nk = weights``): the inverse of the
+    M-step's ``covariance = scatter / nk + reg_covar``. Starts stepwise EM from
+    a batch fit."""
+    check_covariance_type(covariance_type)
+    w = tf.convert_to_tensor(weights)
+    cov = tf.cast(covariances, w.dtype)
+    reg = tf.cast(reg_covar, w.dtype)
+    if covariance_type == "full":
+        return w[:, None, None] * _add_to_diagonal(cov, -reg)
+    if covariance_type == "tied":
+        return tf.reduce_sum(w) * _add_to_diagonal(cov, -reg)
+    if covariance_type == "diag":
+        return w[:, None] * (cov - reg)
+    return w * (cov - reg) * n_features
+
+
+def stepwise_statistics(running, batch, batch_size, step_size):
+    """Stepwise EM's update (Cappe & Moulines 2009, Liang & Klein 2009).
+
+    ``(1 - step_size) * running + step_size * batch / batch_size``: both
+    :class:`Stats` around the current means (``running`` from
+    :func:`recentred_statistics`, so its ``sum_dx`` is 0); the result is in
+    units of a fraction of the data, ready for :func:`m_step`. A constant
+    ``step_size`` is an exponential moving average with ``momentum = 1 -
+    step_size``, as BatchNormalization's moving statistics.
+    """
+    dtype = running.nk.dtype
+    step = tf.cast(step_size, dtype)
+    scale = step / tf.cast(batch_size, dtype)
+    return Stats(*((1.0 - step) * r + scale * tf.cast(b, dtype)
+                   for r, b in zip(running, batch)))
 
 
 # --------------------------------------------------------------------------
@@ -688,7 +754,9 @@ def kmeans_plusplus(x, n_clusters, seed):
     first = tf.random.stateless_uniform(
         [], seed, minval=0, maxval=n_samples, dtype=tf.int32, alg=_ALG
     )
-    closest_dist_sq = _sq_distances(x[first][None, :], x)[0]  # [N]
+    # tf.gather, not x[first]: a tensor index in a strided slice is a
+    # compile-time constant for XLA, which would recompile for every seed.
+    closest_dist_sq = _sq_distances(tf.gather(x, first[None]), x)[0]  # [N]
     indices = tf.tensor_scatter_nd_update(
         tf.zeros([n_clusters], tf.int32), [[0]], first[None]
     )
@@ -708,9 +776,9 @@ def kmeans_plusplus(x, n_clusters, seed):
         best = tf.argmin(tf.reduce_sum(dist_to_candidates, axis=-1),
                          output_type=tf.int32)
         indices = tf.tensor_scatter_nd_update(
-            indices, [[c]], candidate_ids[best][None]
+            indices, [[c]], tf.gather(candidate_ids, best[None])
         )
-        return c + 1, indices, dist_to_candidates[best]
+        return c + 1, indices, tf.gather(dist_to_candidates, best)
 
     _, indices, _ = tf.while_loop(
         lambda c, *_: c < n_clusters,

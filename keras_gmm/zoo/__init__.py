@@ -10,7 +10,7 @@ Example:
 
 >>> import keras_gmm.zoo
 >>> keras_gmm.zoo.list_models()
-['mdn_inverse_sine']
+['em_digits', 'mdn_inverse_sine']
 >>> model = keras_gmm.zoo.load("mdn_inverse_sine")   # checksum verified
 >>> measured = keras_gmm.zoo.evaluate("mdn_inverse_sine", model)
 >>> recorded = keras_gmm.zoo.info("mdn_inverse_sine")["metrics"]
@@ -23,9 +23,10 @@ Loading: :func:`load` checks the sha256 of ``model.keras`` against
 ``metadata.json`` and refuses a modified or missing file with an error that
 names the path and says how to restore or retrain it; it then calls
 ``keras.saving.load_model(path, safe_mode=True)`` with no ``custom_objects``
-(keras_gmm's layers and losses are registered serializable). Zoo models are
-saved compiled with their keras_gmm loss, so a loaded model can ``predict``,
-``evaluate`` and ``fit`` as is.
+(keras_gmm's layers and losses are registered serializable). Zoo models
+trained by gradient descent are saved compiled with their keras_gmm loss, so a
+loaded model can ``predict``, ``evaluate`` and ``fit`` as is; those fitted by
+EM (``em_digits``) are saved uncompiled (EM has no optimizer or loss).
 
 Adding a model: a recipe module ``keras_gmm/zoo/<name>.py`` (the interface is
 documented in ``keras_gmm/zoo/_registry.py``) and one line in
@@ -102,8 +103,8 @@ def load(name, root=None):
     """Load zoo model ``name`` as a ``keras.Model``, after verifying its checksum.
 
     The model takes its inputs exactly as the recorded dataset function
-    returns them (any standardisation is inside the model) and is compiled
-    with its keras_gmm loss.
+    returns them (any standardisation is inside the model) and, if it was
+    trained by gradient descent, is compiled with its keras_gmm loss.
 
     Args:
         name: a registered zoo model name (see :func:`list_models`).

@@ -7,7 +7,8 @@ before it is loaded. Recipes never re-implement any of it.
 
 A zoo model is a folder ``<zoo root>/<name>/`` holding:
 
-- ``model.keras``: the Keras 3 file (saved compiled, see :func:`save_trained_model`);
+- ``model.keras``: the Keras 3 file (saved compiled when it has a loss, see
+  :func:`save_trained_model`);
 - ``metadata.json``: see :func:`save_trained_model` for its fields.
 """
 
@@ -218,11 +219,13 @@ def save_trained_model(
 ):
     """Write ``model.keras`` and ``metadata.json`` into ``output_dir``.
 
-    The model is saved as it is, **compiled**: its compile config (optimizer
-    and a keras_gmm loss, registered serializable) goes into the file, so
+    The model is saved as it is. A model trained by gradient descent is saved
+    **compiled**: its compile config (optimizer and a keras_gmm loss,
+    registered serializable) goes into the file, so
     ``keras.saving.load_model(path, safe_mode=True)`` with no
     ``custom_objects`` returns a model ready for ``predict``, ``evaluate`` and
-    further ``fit``.
+    further ``fit``. A model fitted by EM has no optimizer or loss and is
+    saved uncompiled; ``saved_compiled`` in the metadata says which.
 
     Both files are written to temporary names and moved into place, the model
     first, so an interrupted run never leaves a metadata file describing
@@ -254,6 +257,7 @@ def save_trained_model(
     try:
         model.save(tmp_model, overwrite=True)
         digest = sha256_file(tmp_model)
+        compiled = bool(getattr(model, "compiled", False))
         options = {key: training[key] for key in ("epochs", "seed") if key in training}
         command, python_command = train_command(name, **options)
         metadata = {
@@ -266,11 +270,17 @@ def save_trained_model(
             "training": training,
             "model_file": MODEL_FILENAME,
             "sha256": digest,
-            "saved_compiled": True,
+            "saved_compiled": compiled,
             "loading": (
                 "keras_gmm.zoo.load(name) verifies sha256, then "
                 "keras.saving.load_model(path, safe_mode=True) with no "
-                "custom_objects; the file is saved compiled (keras_gmm loss)."
+                "custom_objects; "
+                + (
+                    "the file is saved compiled (keras_gmm loss)."
+                    if compiled
+                    else "the model is saved uncompiled (no optimizer or "
+                    "loss, e.g. a mixture fitted by EM)."
+                )
             ),
             "train_command": command,
             "train_command_python": python_command,

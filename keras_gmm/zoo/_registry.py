@@ -13,7 +13,9 @@ A recipe module defines:
   difference accepted when a recorded value is reproduced);
 - ``DEFAULTS``: the default training settings (at least ``seed`` and
   ``epochs``);
-- ``build(seed=...)`` -> a compiled, untrained ``keras.Model``;
+- ``build(seed=...)`` -> an untrained ``keras.Model`` (compiled with its
+  loss when it is trained by gradient descent; a model fitted by EM has no
+  optimizer or loss and is not compiled);
 - ``train(output_dir, seed=..., epochs=..., verbose=0)`` -> metadata dict,
   writing the files through :func:`keras_gmm.zoo._files.save_trained_model`;
 - ``evaluate(model)`` -> ``{metric: float}`` on the recorded held-out split;
@@ -30,6 +32,7 @@ __all__ = ["REGISTRY", "UnknownModelError", "check_name", "get_recipe", "names"]
 
 #: name -> recipe module (imported on first use).
 REGISTRY = {
+    "em_digits": "keras_gmm.zoo.em_digits",
     "mdn_inverse_sine": "keras_gmm.zoo.mdn_inverse_sine",
 }
 

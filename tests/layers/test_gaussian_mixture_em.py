@@ -199,6 +199,7 @@ def test_sample_and_distribution(blobs):
         (dict(num_components=2, max_iter=0), "max_iter.*0"),
         (dict(num_components=2, n_init=0), "n_init.*0"),
         (dict(num_components=2, output="labels"), "output.*labels"),
+        (dict(num_components=2, online=True, momentum=1.0), "momentum.*1.0"),
     ],
 )
 def test_bad_constructor_arguments(kwargs, match):
@@ -226,6 +227,11 @@ def test_bad_data_and_use_before_fit():
     gmm.fit(x, verbose=0)
     with pytest.raises(ValueError, match=r"shape \[n, 2\].*\(30, 3\)"):
         gmm.predict(np.zeros((30, 3)))
+    with pytest.raises(ValueError, match=r"shape \[n, 2\].*\(30,\)"):
+        gmm.predict(np.zeros(30))
+    small = tf.data.Dataset.from_tensor_slices(x[:5]).batch(2)
+    with pytest.raises(ValueError, match="5 samples.*num_components=8"):
+        keras_gmm.GaussianMixtureEM(8).fit(small, verbose=0)
 
 
 def test_failed_cholesky_suggests_reg_covar():
@@ -277,3 +283,87 @@ def test_fit_under_mirrored_strategy_equals_one_device(blobs):
     np.testing.assert_allclose(mirrored.means_, single.means_, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(mirrored.covariances_, single.covariances_,
                                rtol=1e-5, atol=1e-5)
+
+
+# --------------------------------------------------------------------------
+# online (stepwise) EM inside model.fit
+# --------------------------------------------------------------------------
+def _online_model(covariance_type="diag", momentum=0.9):
+    inputs = keras.Input((6,), name="x")
+    z = keras.layers.Dense(2, name="encoder")(inputs)
+    gmm = keras_gmm.GaussianMixtureEM(4, covariance_type=covariance_type, online=True,
+                                      momentum=momentum, seed=0, name="gmm")
+    reconstruction = keras.layers.Dense(6, name="decoder")(z)
+    autoencoder = keras.Model(inputs, reconstruction)
+    autoencoder.compile("adam", loss="mse", jit_compile=True)
+    model = keras.Model(inputs, {"reconstruction": reconstruction,
+                                 "responsibilities": gmm(z)})
+    model.compile("adam", loss={"reconstruction": "mse"}, jit_compile=True)
+    return model, autoencoder, keras.Model(inputs, z), gmm
+
+
+@pytest.mark.parametrize("covariance_type", ["diag", "full"])
+def test_online_em_tracks_the_embeddings_of_a_training_encoder(covariance_type):
+    # Four blobs on a 2-D plane inside 6-D space: the autoencoder's 2-D code
+    # keeps them apart while it learns (the EM has to follow a moving target).
+    rng = np.random.default_rng(0)
+    plane, y = make_blobs(2000, n_features=2, centers=[[-3, -3], [3, -3], [-3, 3], [3, 3]],
+                          cluster_std=0.3, random_state=0)
+    x = plane @ rng.normal(size=(2, 6)) + 0.05 * rng.normal(size=(2000, 6))
+    x = ((x - x.mean(0)) / x.std(0)).astype("float32")
+    keras.utils.set_random_seed(0)
+    model, autoencoder, encoder, gmm = _online_model(covariance_type)
+    # As in deep clustering: a short pretraining of the autoencoder alone (a
+    # random encoder can map two blobs onto one point; no EM could split them
+    # later), then the model with the online EM layer keeps training.
+    autoencoder.fit(x, x, epochs=2, batch_size=100, verbose=0)
+    before = encoder.predict(x, verbose=0)
+    model.fit(x, {"reconstruction": x}, epochs=6, batch_size=100, verbose=0)
+    z = encoder.predict(x, verbose=0)
+    assert np.abs(z - before).max() > 0.1  # the embeddings moved while the EM tracked
+    centers = np.stack([z[y == c].mean(0) for c in range(4)])
+    spread = np.stack([z[y == c].std(0).max() for c in range(4)])
+    dist = np.linalg.norm(centers[:, None] - gmm.means_[None], axis=-1)
+    # one component on each blob (an EMA lags a moving target a little) ...
+    assert sorted(dist.argmin(1).tolist()) == [0, 1, 2, 3]
+    assert np.all(dist.min(1) < 0.5 * spread), (dist.min(1), spread)
+    np.testing.assert_allclose(np.sort(gmm.weights_), 0.25, atol=0.03)
+    # ... and the responsibilities the model outputs recover the blobs
+    labels = model.predict(x, verbose=0)["responsibilities"].argmax(1)
+    assert keras_gmm.metrics.clustering_accuracy(y, labels) > 0.99
+
+
+def test_online_em_continues_a_batch_fit_and_round_trips(blobs, tmp_path):
+    x, _ = blobs
+    x = x.astype("float32")
+    gmm = keras_gmm.GaussianMixtureEM(4, online=True, momentum=0.999, seed=0, name="gmm")
+    gmm.fit(x, verbose=0)
+    means = gmm.means_.copy()
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, gmm(inputs))
+    model.predict(x, verbose=0)  # inference: no update
+    np.testing.assert_array_equal(gmm.means_, means)
+    # A training step starts from the batch fit (momentum 0.999: barely moves).
+    gmm(tf.constant(x[:200]), training=True)
+    assert 0 < np.abs(gmm.means_ - means).max() < 0.05
+    model.save(tmp_path / "online.keras")
+    loaded = keras.saving.load_model(tmp_path / "online.keras", safe_mode=True)
+    layer = loaded.layers[-1]
+    assert layer.online and layer.momentum == 0.999
+    np.testing.assert_array_equal(layer.moving_nk.numpy(), gmm.moving_nk.numpy())
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_online_step_with_momentum_zero_is_one_em_iteration(blobs):
+    x, _ = blobs
+    gmm = keras_gmm.GaussianMixtureEM(4, max_iter=1, tol=0, seed=0, dtype="float64",
+                                      online=True, momentum=0.0)
+    gmm.fit(x, verbose=0)
+    ref = keras_gmm.GaussianMixtureEM(4, max_iter=1, tol=0, seed=0, dtype="float64",
+                                      warm_start=True)
+    ref.fit(x, verbose=0)
+    ref.fit(x, verbose=0)  # a second full-batch iteration
+    gmm(tf.constant(x), training=True)
+    np.testing.assert_allclose(gmm.means_, ref.means_, rtol=1e-10)
+    np.testing.assert_allclose(gmm.covariances_, ref.covariances_, rtol=1e-8)
+    np.testing.assert_allclose(gmm.weights_, ref.weights_, rtol=1e-10)

@@ -411,3 +411,45 @@ def test_em_iterations_reports_a_failed_cholesky():
     out = tf.function(em.em_iterations, jit_compile=True)(x, w, m, p, "full", 0.0, 5, 0.0)
     assert bool(out[6]) and int(out[4]) == 1
     np.testing.assert_array_equal(out[2].numpy(), p.numpy())  # last good parameters
+
+
+# --------------------------------------------------------------------------
+# stepwise (online) EM
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize("covariance_type", COV_TYPES)
+def test_stepwise_update_equals_em_on_the_weighted_union(covariance_type):
+    # Running statistics of data A (a fraction-weighted summary, around A's
+    # means) stepped with a batch B equal the M-step on A and B weighted
+    # (1 - step) / n_A and step / n_B.
+    xa, xb = _blobs(seed=1, n=120, d=3) + 10.0, _blobs(seed=2, n=80, d=3) + 10.0
+    ra, rb = _random_resp(120, 3, seed=6), _random_resp(80, 3, seed=7)
+    step = 0.3
+    _, mu_a, _, _ = em.parameters_from_resp(xa, ra, covariance_type, REG)
+    sa = em.sufficient_statistics(xa, ra, mu_a, covariance_type)
+    running = em.recentred_statistics(em.Stats(*(t / 120 for t in sa)), covariance_type)
+    np.testing.assert_allclose(running.sum_dx.numpy(), 0.0)
+    # the batch's statistics around the current (running) means
+    shift = mu_a  # the current means
+    sb = em.sufficient_statistics(xb, rb, shift, covariance_type)
+    total = em.stepwise_statistics(running, sb, 80, step)
+    got = em.m_step(total, shift, covariance_type, REG)
+
+    x = np.concatenate([xa, xb])
+    r = np.concatenate([ra * (1 - step) / 120, rb * step / 80])
+    union = em.sufficient_statistics(x, r, mu_a + 0.5, covariance_type)
+    want = em.m_step(union, mu_a + 0.5, covariance_type, REG)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("covariance_type", COV_TYPES)
+def test_scatter_from_covariances_inverts_the_m_step(covariance_type):
+    x = _blobs(n=200, d=3)
+    w, mu, cov, _ = em.parameters_from_resp(x, _random_resp(200, 3, 8), covariance_type,
+                                            1e-3)
+    scatter = em.scatter_from_covariances(w, cov, covariance_type, 1e-3, 3)
+    stats = em.Stats(w, tf.zeros_like(mu), scatter)
+    w2, mu2, cov2, _ = em.m_step(stats, mu, covariance_type, 1e-3)
+    np.testing.assert_allclose(mu2.numpy(), mu.numpy())
+    np.testing.assert_allclose(cov2.numpy(), cov.numpy(), rtol=1e-9)
+    np.testing.assert_allclose(w2.numpy(), w.numpy(), rtol=1e-9)

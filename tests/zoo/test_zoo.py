@@ -36,7 +36,7 @@ def _copy_zoo(tmp_path, name):
 # ---------------------------------------------------------------- registry
 def test_list_models_is_sorted_registry():
     assert NAMES == sorted(_registry.REGISTRY)
-    assert "mdn_inverse_sine" in NAMES
+    assert {"em_digits", "mdn_inverse_sine"} <= set(NAMES)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -166,6 +166,93 @@ def test_mdn_inverse_sine_takes_raw_inputs_and_is_compiled(loaded):
         support = (np.abs(x0 - g) < 0.1) & (ys >= 0) & (ys <= 1)
         mass_on_support = density[support].sum() / density.sum()
         assert mass_on_support > 0.9, (x0, mass_on_support)
+
+
+def test_em_digits_structure_and_baselines(loaded):
+    model = loaded["em_digits"]
+    # The projection is a standard, frozen Dense layer (a PCA), then the mixture.
+    pca = model.get_layer("pca")
+    assert type(pca) is keras.layers.Dense and not pca.trainable
+    gmm = model.layers[-1]
+    assert isinstance(gmm, keras_gmm.GaussianMixtureEM)
+    assert gmm.num_components == 10
+    x, y = datasets.load_digits("test")
+    resp = model.predict(x, verbose=0)
+    assert resp.shape == (len(x), 10)
+    np.testing.assert_allclose(resp.sum(axis=1), 1.0, atol=1e-5)
+    # The PCA inside the model is the PCA of the train split (centred, orthonormal).
+    x_train, _ = datasets.load_digits("train")
+    kernel, bias = pca.get_weights()
+    np.testing.assert_allclose(kernel.T @ kernel, np.eye(kernel.shape[1]), atol=1e-5)
+    np.testing.assert_allclose((x_train @ kernel + bias).mean(axis=0), 0.0, atol=1e-4)
+    # Components are named after the digits: argmax reads as a digit.
+    recorded = keras_gmm.zoo.recorded_metrics("em_digits")
+    assert np.mean(resp.argmax(axis=1) == y) == pytest.approx(
+        recorded["digit_accuracy"], abs=1e-9
+    )
+    # The recorded scores beat the k-means baseline clearly, and the baselines
+    # are recorded on the same split.
+    meta = keras_gmm.zoo.info("em_digits")
+    for key in ("clustering_accuracy", "nmi"):
+        reference = meta["metrics"][key]["reference"]
+        assert "KMeans" in reference["source"]
+        assert recorded[key] > reference["value"] + 0.04, (key, reference)
+    comparison = meta["training"]["comparison"]
+    assert comparison["split"] == "test" and len(comparison["seeds"]) == 3
+    methods = [key for key in comparison if key not in ("split", "seeds", "note")]
+    assert len(methods) == 3  # ours, k-means, scikit-learn's GaussianMixture
+    assert any("KMeans" in key for key in methods)
+    assert any("GaussianMixture(" in key for key in methods)
+    ours = comparison["keras_gmm.GaussianMixtureEM (this recipe)"]
+    assert ours["clustering_accuracy"]["per_seed"][str(meta["training"]["seed"])] == (
+        pytest.approx(recorded["clustering_accuracy"], abs=1e-12)
+    )
+
+
+def test_em_digits_train_tiny_writes_loadable_model(tmp_path):
+    name = "em_digits"
+    out = tmp_path / name
+    meta = keras_gmm.zoo.train(
+        name, output_dir=out, epochs=3, seed=1, n_init=1, baselines=False
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["metadata.json", "model.keras"]
+    assert meta["training"]["epochs"] == 3 and meta["training"]["seed"] == 1
+    assert "--epochs 3 --seed 1" in meta["train_command"]
+    assert sorted(meta["training"]["component_order"]) == list(range(10))
+    model = keras_gmm.zoo.load(name, root=tmp_path)
+    measured = keras_gmm.zoo.evaluate(name, model)
+    assert all(
+        row["ok"] for row in keras_gmm.zoo.check_metrics(name, measured, root=tmp_path)
+    )
+    # Three EM iterations already cluster far better than chance (0.1).
+    assert measured["clustering_accuracy"] > 0.5
+    assert measured["digit_accuracy"] <= measured["clustering_accuracy"] + 1e-12
+
+
+def test_em_digits_train_rejects_bad_options(tmp_path):
+    for options, match in (
+        ({"epochs": 0}, "epochs"),
+        ({"seed": "0"}, "seed"),
+        ({"n_init": 0}, "n_init"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            keras_gmm.zoo.train("em_digits", output_dir=tmp_path, **options)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_export_reproduces_keras_outputs(name, loaded, tmp_path):
+    import tensorflow as tf
+
+    model = loaded[name]
+    x = keras_gmm.zoo.example_inputs(name, 8)
+    path = keras_gmm.export_saved_model(model, tmp_path / "export", version=1)
+    serving = tf.saved_model.load(str(path)).signatures["serving_default"]
+    (input_name,) = serving.structured_input_signature[1]
+    (output,) = serving(**{input_name: tf.constant(x)}).values()
+    np.testing.assert_allclose(
+        output.numpy(), model.predict(x, verbose=0), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_load_refuses_tampered_file(tmp_path, monkeypatch):

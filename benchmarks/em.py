@@ -9,7 +9,7 @@ Run from the repository root::
 (``--case full|diag|stream|init|all``, repeatable, default ``all``;
 ``--repeats N``, ``--n-divisor N`` (divides N of the full, diag and init
 cases; 20 with ``--quick``), ``--max-iter N``, ``--batch-size N|none`` (ours; default
-65,536 rows), ``--sklearn-threads auto|N``, ``--memory-limit-gib X``,
+none: the layer's own chunk size), ``--sklearn-threads auto|N``, ``--memory-limit-gib X``,
 ``--output PATH``; default ``benchmarks/results/em.json``, ``em_quick.json``
 with ``--quick``; the JSON is rewritten after every case. ``--check`` exits
 with status 1 when the two final lower bounds of a case differ by more than
@@ -43,7 +43,8 @@ printed and saved). On a 2-core machine that another process also uses,
 OpenBLAS/OpenMP with 2 threads was found 5-15x slower than with 1 (threads
 spinning for a busy core), which would flatter ours; "auto" keeps the peer at
 its best. Ours is called as a user would:
-``GaussianMixtureEM(...).fit(x, batch_size=65536, verbose=0)``.
+``GaussianMixtureEM(...).fit(x, verbose=0)`` (its default chunking,
+``ops.em.default_chunk_size``).
 
 What is measured (times in one process; memory in fresh ones, see below):
 
@@ -92,9 +93,11 @@ What is measured (times in one process; memory in fresh ones, see below):
 
 Case ``init`` (on the full case's data and configuration): each library's
 k-means initialisation as its ``init_params="kmeans"`` runs it. Ours:
-``ops.em.kmeans_plusplus`` + ``ops.em.kmeans`` (10 Lloyd steps) + the
-parameters from the labels (``ops.em.parameters_from_resp``), in one
-``tf.function`` (traced once before timing). scikit-learn:
+``ops.em.initialize`` (k-means++ seeds, 10 Lloyd steps, distances as matrix
+products, the parameters from the labels by segment sums), XLA-compiled as
+``GaussianMixtureEM.fit`` runs it (compiled once before timing; ``fit``
+itself runs it on at most 100,000 randomly drawn rows, this case times it on
+all rows). scikit-learn:
 ``KMeans(K, n_init=1)`` (k-means++ then Lloyd to convergence) + its parameters,
 measured through the public API as ``fit(init_params="kmeans", max_iter=1)``
 minus ``fit(<initial parameters given>, max_iter=1)`` (scikit-learn skips the
@@ -154,7 +157,7 @@ REG_COVAR = 1e-6
 MAX_ITER = 10
 REPEATS = 3
 QUICK_REPEATS = 2
-BATCH_SIZE = 65_536
+BATCH_SIZE = None  # the layer's default chunk size
 QUICK_DIVISOR = 20
 
 CASES = {
@@ -728,17 +731,13 @@ def run_em_case(name, case, n, args):
 
 
 def ours_kmeans_init_fn(case):
+    """The layer's initialisation (``ops.em.initialize``, XLA-compiled as in
+    ``GaussianMixtureEM.fit``) with ``init_params="kmeans"``."""
     k, ctype = case["k"], case["covariance_type"]
+    compiled = tf.function(em.initialize, jit_compile=True)
 
-    @tf.function
     def init(x, seed):
-        centers, _ = em.kmeans_plusplus(x, k, seed)
-        _, labels = em.kmeans(x, centers)
-        resp = em.labels_to_resp(labels, k, x.dtype)
-        weights, means, _, prec_chol = em.parameters_from_resp(
-            x, resp, ctype, REG_COVAR
-        )
-        return weights, means, prec_chol
+        return compiled(x, k, "kmeans", ctype, REG_COVAR, seed)
 
     return init
 
@@ -1014,8 +1013,8 @@ def parse_args(argv=None):
     parser.add_argument("--max-iter", type=int, default=MAX_ITER,
                         help=f"EM iterations per fit (default {MAX_ITER})")
     parser.add_argument("--batch-size", default=str(BATCH_SIZE),
-                        help=f"rows per batch for ours (default {BATCH_SIZE}; "
-                        "'none': the whole data in one batch)")
+                        help="rows per chunk for ours (default 'none': the layer's "
+                        "default, ops.em.default_chunk_size)")
     parser.add_argument("--sklearn-threads", default="auto",
                         help="threads of scikit-learn's BLAS/OpenMP pools: an int, or "
                         "'auto' (default): the faster of 1 and os.cpu_count() in a "

@@ -1,10 +1,14 @@
 """GaussianMixtureEM: a Gaussian mixture fitted by EM, as a Keras layer.
 
-Work in progress toward issue 3: batch EM (streaming over batches or a
-``tf.data.Dataset``), scikit-learn's attributes and methods, saving and export.
-Under a ``tf.distribute`` strategy scope, ``fit`` splits each batch across the
-replicas and all-reduces (sums) their sufficient statistics. Not yet here: the
-online (stepwise) mode and the benchmarked compiled loop.
+Batch EM (``fit``): arrays run one XLA-compiled loop over all iterations
+(:func:`keras_gmm.ops.em.em_iterations`, the data in cache-sized chunks); a
+``tf.data.Dataset``, or any input under a ``tf.distribute`` strategy, is
+streamed, one pass per iteration, each replica's sufficient statistics summed
+by one all-reduce. Online EM (``online=True``): inside ``model.fit`` each
+training batch makes one stepwise-EM step on decayed statistics
+(:func:`keras_gmm.ops.em.stepwise_statistics`), like BatchNormalization's
+moving statistics. scikit-learn's fitted attributes and methods; the state
+lives in non-trainable weights (saving, loading, export).
 """
 
 import keras
@@ -26,6 +30,7 @@ _MAX_INIT_ROWS = 100_000
 # Compiled once per (data shape, covariance type, max_iter, batch size) and
 # shared by every layer instance (n_init, refits, several layers).
 _EM_ITERATIONS = tf.function(em.em_iterations, jit_compile=True)
+_INITIALIZE = tf.function(em.initialize, jit_compile=True)
 _m_step = tf.function(em.m_step)
 
 
@@ -60,6 +65,28 @@ class GaussianMixtureEM(keras.layers.Layer):
         seed: int seed of the initialisations.
         output: what ``call`` returns: "responsibilities" ``[batch, K]``,
             "log_prob" ``[batch]`` or "both" (a dict).
+        online: update the mixture from each training batch inside
+            ``model.fit`` (``call(x, training=True)``) by stepwise EM; the
+            first training batch initialises it by k-means++ unless the layer
+            was fitted. Inference calls never change it.
+        momentum: online mode's decay of the running statistics, in [0, 1):
+            ``stats = momentum * stats + (1 - momentum) * batch_stats``. The
+            mixture forgets in about ``1 / (1 - momentum)`` steps, so it can
+            follow an encoder that is still training; 0 makes each step a full
+            EM iteration on the batch alone.
+
+    Call arguments:
+        inputs: ``[..., D]`` features.
+        training: with ``online=True``, a training call first makes one
+            stepwise-EM step on the batch (no gradient flows into the EM).
+
+    Input shape:
+        ``[..., D]``.
+
+    Output shape:
+        ``[..., K]`` responsibilities, ``[...]`` log-likelihoods, or a dict
+        of both (``output``); in the variables' dtype (float32 under
+        ``mixed_float16``).
 
     An empty component keeps ``reg_covar * I`` as covariance, its previous mean
     and a weight near 0 (never NaN); a covariance that is not positive definite
@@ -226,19 +253,11 @@ class GaussianMixtureEM(keras.layers.Layer):
     # ---------------------------------------------------------------- online
     def _online_init(self, x):
         """First training batch: k-means++ on it, as ``fit`` would."""
-        k, ctype, reg = self.num_components, self.covariance_type, self.reg_covar
-        centers, _ = em.kmeans_plusplus(
-            x, k, mixture_lib.stateless_seed(None, self.seed_generator)
+        w, means, prec_chol = em.initialize(
+            x, self.num_components, "kmeans++", self.covariance_type,
+            self.reg_covar, mixture_lib.stateless_seed(None, self.seed_generator),
         )
-        labels = tf.argmin(
-            tf.reduce_sum(tf.square(x[:, None, :] - centers[None]), -1), axis=1
-        )
-        resp = em.labels_to_resp(labels, k, x.dtype)
-        w, means, _, prec_chol = em.parameters_from_resp(x, resp, ctype, reg)
-        stats = em.sufficient_statistics(x, resp, means, ctype)
-        n = tf.cast(tf.shape(x)[0], x.dtype)
-        stats = em.Stats(*(t / n for t in stats))
-        return (w, means, prec_chol), em.recentred_statistics(stats, ctype)
+        return (w, means, prec_chol), self._running_statistics(w, prec_chol)
 
     def _online_update(self, x):
         ctype = self.covariance_type
@@ -256,11 +275,12 @@ class GaussianMixtureEM(keras.layers.Layer):
         )
         total = em.stepwise_statistics(running, stats, n, 1.0 - self.momentum)
         w, means, _, prec_chol = em.m_step(total, params[1], ctype, self.reg_covar)
-        new = (w, means, prec_chol), em.recentred_statistics(total, ctype)
+        recentred = em.recentred_statistics(total, ctype)
+        new = (w, means, prec_chol), (recentred.nk, recentred.sum_dxdx)
         # A failed Cholesky (NaN, never raised inside a compiled train step)
         # keeps the previous mixture for this step.
         ok = tf.reduce_all(tf.math.is_finite(prec_chol))
-        old = params, running
+        old = params, (running.nk, running.sum_dxdx)
         return tf.nest.map_structure(lambda a, b: tf.where(ok, a, b), new, old)
 
     def _online_step(self, x):
@@ -273,26 +293,33 @@ class GaussianMixtureEM(keras.layers.Layer):
         self.mixture_weights.assign(w)
         self.means.assign(means)
         self.precisions_cholesky.assign(prec_chol)
-        self.moving_nk.assign(running.nk)
-        self.moving_scatter.assign(running.sum_dxdx)
+        self.moving_nk.assign(running[0])
+        self.moving_scatter.assign(running[1])
         self.fitted.assign(tf.ones_like(self.fitted))
+
+    def _running_statistics(self, weights, prec_chol):
+        """Stepwise EM's statistics ``(nk, sum_dxdx)`` of a mixture, around
+        its means, in units of a fraction of the data."""
+        cov = em.covariances_from_precisions_cholesky(prec_chol, self.covariance_type)
+        scatter = em.scatter_from_covariances(
+            weights, cov, self.covariance_type, self.reg_covar, self.num_features
+        )
+        return weights, scatter
 
     def _set_online_state_from_parameters(self):
         if not self.online:
             return
-        w = tf.convert_to_tensor(self.mixture_weights)
-        cov = em.covariances_from_precisions_cholesky(
-            tf.convert_to_tensor(self.precisions_cholesky), self.covariance_type
+        running = self._running_statistics(
+            tf.convert_to_tensor(self.mixture_weights),
+            tf.convert_to_tensor(self.precisions_cholesky),
         )
-        self.moving_nk.assign(w)
-        self.moving_scatter.assign(
-            em.scatter_from_covariances(
-                w, cov, self.covariance_type, self.reg_covar, self.num_features
-            )
-        )
+        self.moving_nk.assign(running[0])
+        self.moving_scatter.assign(running[1])
 
     # ------------------------------------------------------------------ data
-    def _dataset(self, x, batch_size):
+    def _data(self, x):
+        """``(dataset, None)`` for a ``tf.data.Dataset``, else ``(None,
+        array)``: the rows checked, in the layer's dtype, copied at most once."""
         dtype = self.dtype
         if isinstance(x, tf.data.Dataset):
             return x.map(lambda b: tf.cast(b, dtype)), None
@@ -312,54 +339,58 @@ class GaussianMixtureEM(keras.layers.Layer):
                 f"`x` has {len(array)} samples, fewer than num_components="
                 f"{self.num_components}; use fewer components or more data."
             )
-        array = array.astype(dtype)
-        batch = len(array) if batch_size is None else int(batch_size)
-        return tf.data.Dataset.from_tensor_slices(array).batch(batch), array
+        return None, array.astype(dtype, copy=False)
 
     def _init_rows(self, dataset, array):
+        """The rows the initialisation sees: all of an array up to
+        ``_MAX_INIT_ROWS``, else a uniform random subsample of that many
+        rows; from a dataset, its first ``_MAX_INIT_ROWS`` rows."""
         if array is not None:
-            return tf.constant(array)
+            if len(array) <= _MAX_INIT_ROWS:
+                return tf.constant(array)
+            rows = np.sort(self._rng.choice(len(array), _MAX_INIT_ROWS, replace=False))
+            return tf.constant(array[rows])
         rows, count = [], 0
         for batch in dataset:
             rows.append(batch.numpy())
             count += len(rows[-1])
             if count >= _MAX_INIT_ROWS:
                 break
-        return tf.constant(np.concatenate(rows)[:_MAX_INIT_ROWS])
+        rows = np.concatenate(rows)[:_MAX_INIT_ROWS]
+        if len(rows) < self.num_components:
+            raise ValueError(
+                f"`x` has {len(rows)} samples, fewer than num_components="
+                f"{self.num_components}; use fewer components or more data."
+            )
+        return tf.constant(rows)
 
     # ------------------------------------------------------------------ fit
-    def _initial_parameters(self, x):
-        k, ctype, reg = self.num_components, self.covariance_type, self.reg_covar
-        seed = tf.constant(self._rng.integers(0, 2**31 - 1, size=2), tf.int64)
-        n = int(x.shape[0])
-        if n < k:
-            raise ValueError(
-                f"`x` has {n} samples, fewer than num_components={k}; use fewer "
-                "components or more data."
+    def _given_parameters(self, dtype):
+        """``weights_init``, ``means_init``, ``precisions_init`` as tensors
+        (None where not given)."""
+        weights = None if self.weights_init is None else tf.constant(self.weights_init, dtype)
+        means = None if self.means_init is None else tf.constant(self.means_init, dtype)
+        prec_chol = None if self.precisions_init is None else (
+            em.precisions_cholesky_from_precisions(
+                tf.constant(self.precisions_init, dtype), self.covariance_type
             )
-        if self.init_params in ("kmeans", "kmeans++"):
-            centers, _ = em.kmeans_plusplus(x, k, seed)
-            if self.init_params == "kmeans":
-                _, labels = em.kmeans(x, centers)
-            else:
-                labels = tf.argmin(
-                    tf.reduce_sum(tf.square(x[:, None, :] - centers[None]), -1), axis=1
-                )
-            resp = em.labels_to_resp(labels, k, x.dtype)
-        elif self.init_params == "random":
-            resp = em.random_resp(n, k, seed, x.dtype)
-        else:
-            resp = em.random_from_data_resp(n, k, seed, x.dtype)
-        weights, means, _, prec_chol = em.parameters_from_resp(x, resp, ctype, reg)
-        if self.weights_init is not None:
-            weights = tf.constant(self.weights_init, x.dtype)
-        if self.means_init is not None:
-            means = tf.constant(self.means_init, x.dtype)
-        if self.precisions_init is not None:
-            prec_chol = em.precisions_cholesky_from_precisions(
-                tf.constant(self.precisions_init, x.dtype), ctype
-            )
+        )
         return weights, means, prec_chol
+
+    def _initial_parameters(self, dataset, array):
+        """scikit-learn's rule: the given initial parameters, and, only when
+        one of the three is missing, the ``init_params`` initialisation on
+        (a subsample of) the data for the others."""
+        given = self._given_parameters(self.dtype)
+        if all(t is not None for t in given):
+            return given
+        x = self._init_rows(dataset, array)
+        seed = tf.constant(self._rng.integers(0, 2**31 - 1, size=2), tf.int64)
+        computed = _INITIALIZE(
+            x, self.num_components, self.init_params, self.covariance_type,
+            self.reg_covar, seed,
+        )
+        return tuple(c if g is None else g for g, c in zip(given, computed))
 
     def _check_inits(self, d):
         k = self.num_components
@@ -482,13 +513,15 @@ class GaussianMixtureEM(keras.layers.Layer):
 
         Args:
             x: array ``[n, D]`` or a ``tf.data.Dataset`` of ``[batch, D]``.
-            batch_size: rows per batch/chunk for arrays (None: chosen so one
-                ``[batch, K, D]`` intermediate holds about 4M numbers).
+            batch_size: rows per batch/chunk for arrays (None:
+                :func:`keras_gmm.ops.em.default_chunk_size`, cache-sized).
             verbose: "auto"/1 shows a Keras progress bar, 0 nothing.
         """
-        dataset, array = self._dataset(x, batch_size)
-        first = next(iter(dataset))
-        d = int(first.shape[-1])
+        dataset, array = self._data(x)
+        if array is None:
+            d = int(next(iter(dataset)).shape[-1])
+        else:
+            d = array.shape[-1]
         if not self.built:
             self.build((None, d))
         elif d != self.num_features:
@@ -498,9 +531,12 @@ class GaussianMixtureEM(keras.layers.Layer):
             )
         self._check_inits(d)
         streamed = array is None or tf.distribute.has_strategy()
+        if streamed and dataset is None:
+            dataset = tf.data.Dataset.from_tensor_slices(array).batch(
+                len(array) if batch_size is None else int(batch_size)
+            )
         x_in_memory = None if streamed else tf.constant(array)
         verbose = int(verbose != 0)
-        init_x = None
         use_current = self.warm_start and float(self.fitted.numpy()) > 0.5
         best = None
         n_init = 1 if use_current else self.n_init
@@ -509,8 +545,7 @@ class GaussianMixtureEM(keras.layers.Layer):
             if use_current:
                 params = tuple(tf.cast(t, self.dtype) for t in self._params())
             else:
-                init_x = self._init_rows(dataset, array) if init_x is None else init_x
-                params = self._initial_parameters(init_x)
+                params = self._initial_parameters(dataset, array)
             if streamed:
                 result = self._run_streamed(dataset, params, progbar)
             else:

@@ -78,6 +78,25 @@ def test_warm_start_two_single_iterations_equal_one_fit_of_two(blobs):
     np.testing.assert_allclose(warm.covariances_, two.covariances_, rtol=1e-12)
 
 
+def test_given_initial_parameters_skip_the_data_initialisation(blobs, monkeypatch):
+    # scikit-learn's rule: with all three given, no k-means runs on the data.
+    x, _ = blobs
+    ref = GaussianMixture(4, random_state=0).fit(x)
+    import keras_gmm.layers.gaussian_mixture_em as module
+
+    def fail(*args):
+        raise AssertionError("initialisation ran although all parameters were given")
+
+    monkeypatch.setattr(module, "_INITIALIZE", fail)
+    gmm = keras_gmm.GaussianMixtureEM(4, dtype="float64", max_iter=2, tol=0,
+                                      weights_init=ref.weights_, means_init=ref.means_,
+                                      precisions_init=ref.precisions_)
+    gmm.fit(x, verbose=0)
+    assert gmm.n_iter_ == 2
+    with pytest.raises(AssertionError, match="initialisation ran"):
+        keras_gmm.GaussianMixtureEM(4, means_init=ref.means_).fit(x, verbose=0)
+
+
 def test_dataset_streaming_equals_array_fit(blobs):
     x, _ = blobs
     _, init = sklearn_pair(x, "diag")

@@ -290,6 +290,38 @@ def test_kmeans_plusplus_and_kmeans_recover_blobs():
     np.testing.assert_allclose(w.numpy().sum(), 1.0, rtol=1e-10)
 
 
+@pytest.mark.parametrize("covariance_type", COV_TYPES)
+def test_parameters_from_labels_equal_one_hot_responsibilities(covariance_type):
+    x = tf.constant(_anisotropic() + 50.0)  # far from the origin
+    labels = tf.constant(np.random.default_rng(0).integers(0, 4, size=240), tf.int32)
+    fast = em.parameters_from_labels(x, labels, 4, covariance_type, REG)
+    ref = em.parameters_from_resp(x, em.labels_to_resp(labels, 4, tf.float64),
+                                  covariance_type, REG)
+    for a, b in zip(fast, ref):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("init_params", em.INIT_PARAMS)
+def test_initialize_under_xla_gives_finite_parameters_near_the_blobs(init_params):
+    x, _, true_centers = make_blobs(
+        n_samples=800, centers=4, n_features=2, cluster_std=0.5,
+        center_box=(-20, 20), random_state=9, return_centers=True,
+    )
+    x = tf.constant(x + 1e3, tf.float32)  # distances as products on centred data
+    init = tf.function(em.initialize, jit_compile=True)
+    w, m, p = init(x, 4, init_params, "full", 1e-6, tf.constant([1, 2], tf.int64))
+    assert all(np.all(np.isfinite(t.numpy())) for t in (w, m, p))
+    assert np.all(w.numpy() > 0)  # (random_from_data: K/N in all, as scikit-learn)
+    if init_params != "random_from_data":
+        np.testing.assert_allclose(w.numpy().sum(), 1.0, rtol=1e-5)
+    if init_params in ("kmeans", "kmeans++"):
+        dist = np.linalg.norm(m.numpy()[:, None] - (true_centers[None] + 1e3), axis=-1)
+        assert sorted(dist.argmin(axis=0).tolist()) == [0, 1, 2, 3]
+        assert np.all(dist.min(axis=0) < 0.2)
+    with pytest.raises(ValueError, match="init_params.*'kmeans+'"):
+        em.initialize(x, 4, "kmeans+", "full", 1e-6, tf.constant([1, 2], tf.int64))
+
+
 def test_random_initial_responsibilities():
     seed = tf.constant([3, 4])
     r = em.random_resp(50, 4, seed, tf.float64)

@@ -184,30 +184,30 @@ class GaussianMixtureEM(keras.layers.Layer):
         self.num_features = int(d)
         k = self.num_components
         self.mixture_weights = self.add_weight(
-            name="weights", shape=(k,), trainable=False,
+            name="weights", shape=(k,), trainable=False, autocast=False,
             initializer=keras.initializers.Constant(1.0 / k),
         )
         self.means = self.add_weight(
-            name="means", shape=(k, d), trainable=False, initializer="zeros"
+            name="means", shape=(k, d), trainable=False, autocast=False, initializer="zeros"
         )
         eye = np.ones(self._prec_chol_shape(d))
         if self.covariance_type in ("full", "tied"):
             eye = np.broadcast_to(np.eye(d), self._prec_chol_shape(d)).copy()
         self.precisions_cholesky = self.add_weight(
             name="precisions_cholesky", shape=self._prec_chol_shape(d),
-            trainable=False, initializer=keras.initializers.Constant(eye),
+            trainable=False, autocast=False, initializer=keras.initializers.Constant(eye),
         )
         self.fitted = self.add_weight(
-            name="fitted", shape=(), trainable=False, initializer="zeros"
+            name="fitted", shape=(), trainable=False, autocast=False, initializer="zeros"
         )
         if self.online:
             # Stepwise EM's running statistics, around the current means, in
             # units of a fraction of the data (see ops.em.stepwise_statistics).
             self.moving_nk = self.add_weight(
-                name="moving_nk", shape=(k,), trainable=False, initializer="zeros"
+                name="moving_nk", shape=(k,), trainable=False, autocast=False, initializer="zeros"
             )
             self.moving_scatter = self.add_weight(
-                name="moving_scatter", trainable=False, initializer="zeros",
+                name="moving_scatter", trainable=False, autocast=False, initializer="zeros",
                 shape=em.zero_statistics(k, d, self.covariance_type).sum_dxdx.shape,
             )
 

@@ -457,7 +457,10 @@ def stepwise_statistics(running, batch, batch_size, step_size):
     step_size``, as BatchNormalization's moving statistics.
     """
     dtype = running.nk.dtype
-    step = tf.cast(step_size, dtype)
+    # A Python float goes straight to ``dtype`` (tf.cast would round it
+    # through float32 first).
+    step = (tf.cast(step_size, dtype) if tf.is_tensor(step_size)
+            else tf.constant(step_size, dtype))
     scale = step / tf.cast(batch_size, dtype)
     return Stats(*((1.0 - step) * r + scale * tf.cast(b, dtype)
                    for r, b in zip(running, batch)))

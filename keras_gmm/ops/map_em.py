@@ -1,0 +1,96 @@
+"""MAP M-step: a Gamma hyperprior on the precisions (diag / spherical).
+
+EM's maximum-likelihood M-step (:func:`keras_gmm.ops.em.m_step`) lets a
+component collapse onto a few points: its variance goes to zero and the
+likelihood to infinity. Soft weight sharing (Ullrich, Meeds & Welling 2017)
+prevents this with a conjugate Gamma prior on every precision
+``lambda = 1 / variance``::
+
+    p(lambda) = Gamma(lambda | alpha, beta)  (shape alpha, rate beta)
+    log p(lambda) = (alpha - 1) log lambda - beta lambda + const
+
+With the responsibilities fixed, the part of the expected complete-data log
+posterior that depends on ``lambda_kd`` (one feature ``d`` of component ``k``,
+"diag") is ``(N_k / 2 + alpha - 1) log lambda - (S_kd / 2 + beta) lambda``
+with ``N_k = sum_n r_nk`` and ``S_kd = sum_n r_nk (x_nd - mu_kd)^2``, so the
+MAP update of the variance is::
+
+    variance_kd = (S_kd + 2 beta) / (N_k + 2 (alpha - 1))          (diag)
+    variance_k  = (S_k + 2 beta) / (N_k D + 2 (alpha - 1))         (spherical,
+                   S_k summed over the D features, one precision per component)
+
+The prior acts like ``2 (alpha - 1)`` pseudo-observations at variance
+``beta / (alpha - 1)`` (the mode of the prior's variance): an empty component
+gets that variance instead of a collapse. ``alpha = 1`` and ``beta -> 0`` is
+the maximum-likelihood update. The means are the usual weighted means, except
+for components whose mean is *fixed* (soft weight sharing pins one component
+at zero): their mean stays at the shift the statistics were taken around and
+their scatter is taken around it.
+
+The statistics are the shifted sums of :func:`keras_gmm.ops.em.sufficient_statistics`
+(or :func:`keras_gmm.ops.em.batch_statistics`); the scatter around the new
+means comes from :func:`keras_gmm.ops.em.recentred_statistics`, so no
+``E[x^2] - mu^2`` cancellation is introduced here either.
+"""
+
+import tensorflow as tf
+
+from keras_gmm.ops import em
+
+__all__ = ["MAP_COVARIANCE_TYPES", "map_means_and_covariances"]
+
+#: Covariance types with one precision per scalar (or per component) that a
+#: Gamma prior is conjugate to.
+MAP_COVARIANCE_TYPES = ("diag", "spherical")
+
+
+def map_means_and_covariances(stats, shift, covariance_type, alpha, beta, fixed_mean=None):
+    """Means and MAP covariances under a Gamma(alpha, beta) prior on precisions.
+
+    Args:
+        stats: :class:`keras_gmm.ops.em.Stats` summed over the data, taken
+            around ``shift``.
+        shift: ``[K, D]`` the per-component shift of the statistics (usually
+            the current means).
+        covariance_type: "diag" or "spherical".
+        alpha: Gamma shape, ``>= 1``; a scalar or ``[K]`` (one per component).
+        beta: Gamma rate, ``> 0``; a scalar or ``[K]``.
+        fixed_mean: optional ``[K]`` boolean mask: those components keep
+            ``mean = shift`` and their variance is the MAP estimate around it.
+
+    Returns:
+        ``(nk [K], means [K, D], covariances)`` with covariances ``[K, D]``
+        ("diag") or ``[K]`` ("spherical"), and ``nk`` the summed
+        responsibilities (plus ``10 eps``, as :func:`keras_gmm.ops.em.m_step`).
+    """
+    if covariance_type not in MAP_COVARIANCE_TYPES:
+        raise ValueError(
+            f"`covariance_type` must be one of {MAP_COVARIANCE_TYPES} for the "
+            f"Gamma prior on precisions; received covariance_type={covariance_type!r}."
+        )
+    dtype = stats.nk.dtype
+    nk_eps, means, _ = em.estimate_gaussian_parameters(
+        stats, shift, covariance_type, reg_covar=0.0
+    )
+    scatter = em.recentred_statistics(stats, covariance_type).sum_dxdx
+    shift = tf.cast(shift, dtype)
+    if fixed_mean is not None:
+        fixed = tf.convert_to_tensor(fixed_mean, tf.bool)
+        means = tf.where(fixed[:, None], shift, means)
+        fixed_s = fixed[:, None] if covariance_type == "diag" else fixed
+        scatter = tf.where(fixed_s, stats.sum_dxdx, scatter)
+    alpha = tf.cast(alpha, dtype)
+    beta = tf.cast(beta, dtype)
+    n_features = tf.cast(tf.shape(means)[-1], dtype)
+    if covariance_type == "diag":
+        count = nk_eps[:, None]
+        alpha, beta = _per_component(alpha)[..., None], _per_component(beta)[..., None]
+    else:
+        count = nk_eps * n_features
+    covariances = (scatter + 2.0 * beta) / (count + 2.0 * (alpha - 1.0))
+    return nk_eps, means, covariances
+
+
+def _per_component(value):
+    # A scalar broadcasts against [K]; a [K] vector stays as it is.
+    return value if value.shape.rank else value[None]

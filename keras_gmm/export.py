@@ -38,6 +38,25 @@ below), the export also has one signature per endpoint. For
 (With leading dimensions besides the batch, e.g. ``[b, T, F]`` inputs, every
 shape above gets the same extra leading dimensions.)
 
+For :class:`keras_gmm.GMMPriorSampling` (a VAE latent with a mixture prior,
+whose output is the latent ``z`` or, with ``return_cluster_probabilities``,
+the cluster probabilities) they are:
+
+- :data:`GENERATE` (``"generate"``): inputs ``n`` (int32 scalar),
+  ``temperature`` (float32 scalar >= 0, multiplies the components' standard
+  deviations) and ``seed`` (int64 ``[2]``), **not** the model's inputs;
+  outputs ``latent [n, D]`` drawn from the prior, ``component [n]`` (int32)
+  and, for every output of the graph calling the layer that is computed from
+  its samples alone (the decoder's), that output on the drawn latents, under
+  its own name (e.g. ``images [n, ...]``).
+- :data:`GENERATE_COMPONENT` (``"generate_component"``): the same with one
+  more input, ``component`` (int32 scalar in ``[0, K)``): every draw from
+  that component.
+- :data:`RECONSTRUCT` (``"reconstruct"``, only when there are such decoded
+  outputs and they are outputs of the exported model or of a model nested in
+  it): the model's inputs in, the decoded outputs of their latents out (with
+  the layer's ``inference="mean"``: of ``z_mean``).
+
 Endpoints of other layers
 -------------------------
 An *endpoint provider* maps a layer to ``{name: ExportEndpoint(fn,
@@ -49,6 +68,9 @@ extra_inputs)}``:
   signature's outputs). It must use core TensorFlow ops only.
 - ``extra_inputs`` maps each extra argument name to its ``tf.TensorSpec``;
   the signature takes the model's inputs followed by these.
+- ``model_inputs`` (default True): with False the signature takes only
+  ``extra_inputs``, does not run the model's forward pass and calls
+  ``fn(**extra)`` (e.g. generation from a prior: ``n`` in, images out).
 
 A layer offers endpoints in one of two ways, checked in this order:
 
@@ -58,6 +80,10 @@ A layer offers endpoints in one of two ways, checked in this order:
 2. its class (or a base class) is registered here with
    :func:`register_export_endpoints`, as :class:`keras_gmm.MixtureDensityHead`
    is at the bottom of this module.
+
+A provider (or ``export_endpoints`` method) that declares a parameter named
+``model`` receives the exported model, e.g. to reach other parts of its
+graph (the decoder that turns prior samples into images).
 
 The core (:func:`export_saved_model`) knows no layer: it finds the layer that
 produces each model output (looking inside nested Functional/Sequential
@@ -94,6 +120,8 @@ The answer is ``{"predictions": ...}`` (row format) or ``{"outputs": ...}``
 export_dir/1 --all`` lists the signatures with their names and shapes.
 """
 
+import functools
+import inspect
 import keyword
 import os
 import shutil
@@ -105,12 +133,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_gmm.layers import MixtureDensityHead
+from keras_gmm.layers import GMMPriorSampling, MixtureDensityHead
 
 __all__ = [
     "SERVING_DEFAULT",
     "MIXTURE_PARAMETERS",
     "SAMPLE",
+    "GENERATE",
+    "GENERATE_COMPONENT",
+    "RECONSTRUCT",
     "ExportEndpoint",
     "export_saved_model",
     "register_export_endpoints",
@@ -123,6 +154,12 @@ SERVING_DEFAULT = "serving_default"
 MIXTURE_PARAMETERS = "mixture_parameters"
 #: Stateless, seeded samples from a MixtureDensityHead output.
 SAMPLE = "sample"
+#: Generation from the prior of a GMMPriorSampling output (``n`` in).
+GENERATE = "generate"
+#: Generation from one component of that prior (``component`` and ``n`` in).
+GENERATE_COMPONENT = "generate_component"
+#: The decoded outputs of a GMMPriorSampling model for its inputs.
+RECONSTRUCT = "reconstruct"
 
 
 class ExportEndpoint(NamedTuple):
@@ -130,13 +167,19 @@ class ExportEndpoint(NamedTuple):
 
     Attributes:
         fn: ``fn(outputs, **extra) -> dict[str, Tensor]``; ``outputs`` is the
-            layer's output tensor on the served inputs.
+            layer's output tensor on the served inputs. With
+            ``model_inputs=False``: ``fn(**extra)``.
         extra_inputs: ``{name: tf.TensorSpec}``, the signature inputs besides
             the model's own, passed to ``fn`` by keyword.
+        model_inputs: True (default): the signature takes the model's inputs
+            followed by ``extra_inputs`` and runs the model's forward pass.
+            False: the signature takes ``extra_inputs`` only and does not run
+            the model (e.g. generation from a prior: ``n`` in, images out).
     """
 
     fn: Callable
     extra_inputs: Mapping = types.MappingProxyType({})
+    model_inputs: bool = True
 
 
 _ENDPOINT_PROVIDERS = {}
@@ -258,18 +301,21 @@ def export_saved_model(model, export_dir, version=1, overwrite=False):
         _serving_fn(model, len(input_specs), output_names),
         input_signature=input_specs,
     )
-    for name, (fn, extra_specs, index) in _layer_endpoints(
+    for name, (fn, extra_specs, index, model_inputs) in _layer_endpoints(
         model, output_names, input_names
     ).items():
-        archive.add_endpoint(
-            name,
-            _endpoint_fn(model, len(input_specs), index, fn, list(extra_specs)),
-            input_signature=input_specs
-            + [
-                tf.TensorSpec(spec.shape, spec.dtype, name=arg)
-                for arg, spec in extra_specs.items()
-            ],
-        )
+        extra_signature = [
+            tf.TensorSpec(spec.shape, spec.dtype, name=arg)
+            for arg, spec in extra_specs.items()
+        ]
+        if model_inputs:
+            endpoint = _endpoint_fn(
+                model, len(input_specs), index, fn, list(extra_specs)
+            )
+            signature = input_specs + extra_signature
+        else:
+            endpoint, signature = _standalone_fn(fn, list(extra_specs)), extra_signature
+        archive.add_endpoint(name, endpoint, input_signature=signature)
     _write_atomically(archive, export_dir, target, version)
     return target
 
@@ -421,6 +467,13 @@ def _endpoint_fn(model, num_inputs, output_index, fn, extra_names):
     return endpoint
 
 
+def _standalone_fn(fn, extra_names):
+    def endpoint(*args):
+        return dict(fn(**dict(zip(extra_names, args))))
+
+    return endpoint
+
+
 def _producing_layer(tensor):
     """The layer producing a model output, looking inside nested models."""
     history = getattr(tensor, "_keras_history", None)
@@ -436,30 +489,39 @@ def _producing_layer(tensor):
     return op
 
 
-def _endpoint_provider(layer):
+def _endpoint_provider(layer, model):
     method = getattr(layer, "export_endpoints", None)
     if callable(method):
-        return method
+        return lambda: _call_provider(method, model)
     for cls in type(layer).__mro__:
         if cls in _ENDPOINT_PROVIDERS:
-            provider = _ENDPOINT_PROVIDERS[cls]
-            return lambda: provider(layer)
+            provider = functools.partial(_ENDPOINT_PROVIDERS[cls], layer)
+            return lambda: _call_provider(provider, model)
     return None
 
 
+def _call_provider(provider, model):
+    """``provider()``, or ``provider(model=model)`` when it takes ``model``."""
+    try:
+        parameters = inspect.signature(provider).parameters
+    except (TypeError, ValueError):  # no introspectable signature
+        parameters = {}
+    return provider(model=model) if "model" in parameters else provider()
+
+
 def _layer_endpoints(model, output_names, input_names):
-    """``{signature name: (fn, extra_specs, output index)}`` for every model
-    output whose producing layer offers endpoints."""
+    """``{signature name: (fn, extra_specs, output index, model_inputs)}`` for
+    every model output whose producing layer offers endpoints."""
     offered = []  # (endpoint name, output index, fn, extra specs)
     for index, tensor in enumerate(model.outputs):
         layer = _producing_layer(tensor)
-        provider = _endpoint_provider(layer) if layer is not None else None
+        provider = _endpoint_provider(layer, model) if layer is not None else None
         if provider is None:
             continue
         for name, endpoint in dict(provider()).items():
             if callable(endpoint):
                 endpoint = (endpoint,)
-            fn, extra = ExportEndpoint(*endpoint)
+            fn, extra, model_inputs = ExportEndpoint(*endpoint)
             extra = dict(extra)
             valid = isinstance(name, str) and name.isidentifier()
             if not valid or name == SERVING_DEFAULT:
@@ -468,22 +530,22 @@ def _layer_endpoints(model, output_names, input_names):
                     "endpoint names must be identifiers other than "
                     f"{SERVING_DEFAULT!r}."
                 )
-            clash = sorted(set(extra) & set(input_names))
+            clash = sorted(set(extra) & set(input_names)) if model_inputs else []
             if clash:
                 raise ValueError(
                     f"The {name!r} endpoint of layer {layer.name!r} takes "
                     f"extra inputs {clash} named like inputs of model "
                     f"{model.name!r}; rename those model inputs."
                 )
-            offered.append((name, index, fn, extra))
+            offered.append((name, index, fn, extra, bool(model_inputs)))
     counts = {}
     for name, *_ in offered:
         counts[name] = counts.get(name, 0) + 1
     endpoints = {}
-    for name, index, fn, extra in offered:
+    for name, index, fn, extra, model_inputs in offered:
         if counts[name] > 1:
             name = f"{name}_{output_names[index]}"
-        endpoints[name] = (fn, extra, index)
+        endpoints[name] = (fn, extra, index, model_inputs)
     return endpoints
 
 
@@ -547,3 +609,153 @@ def _mixture_density_head_endpoints(head):
             },
         ),
     }
+
+
+# --------------------------------------------------------------------------
+# GMMPriorSampling: generation from the prior, reconstruction
+# --------------------------------------------------------------------------
+def _graph_nodes(graph):
+    return {node for nodes in graph._nodes_by_depth.values() for node in nodes}
+
+
+def _find_call(layer, model, chain=()):
+    """``(chain, graph, node)``: the Functional ``graph`` (``model`` or one
+    nested in it) where ``layer`` is called, the call ``node`` and the
+    ``chain`` of ``(parent graph, node calling the child)`` from ``model``
+    down to ``graph``; None when not found."""
+    if not hasattr(model, "_nodes_by_depth"):  # not a Functional graph
+        return None
+    nodes = _graph_nodes(model)
+    for node in layer._inbound_nodes:
+        if node in nodes:
+            return chain, model, node
+    for node in nodes:
+        inner = node.operation
+        if isinstance(inner, keras.Model) and inner is not layer:
+            found = _find_call(layer, inner, chain + ((model, node),))
+            if found is not None:
+                return found
+    return None
+
+
+def _computed_from(tensor, source, memo):
+    """Whether ``tensor`` is computed from the KerasTensor ``source`` alone."""
+    if tensor is source:
+        return True
+    key = id(tensor)
+    if key not in memo:
+        memo[key] = False  # guards against revisiting while in progress
+        history = tensor._keras_history
+        node = history.operation._inbound_nodes[history.node_index]
+        parents = node.input_tensors
+        memo[key] = (
+            not node.is_input
+            and bool(parents)
+            and all(_computed_from(t, source, memo) for t in parents)
+        )
+    return memo[key]
+
+
+def _lift(tensors, chain):
+    """The tensors of the top graph that ``tensors`` (outputs of the innermost
+    graph of ``chain``) become, or None if one is not an output on the way."""
+    for parent, node in reversed(chain):
+        inner = node.operation
+        lifted = []
+        for tensor in tensors:
+            index = next(
+                (i for i, out in enumerate(inner.outputs) if out is tensor), None
+            )
+            if index is None:
+                return None
+            lifted.append(node.outputs[index])
+        tensors = lifted
+    return tensors
+
+
+def _samples_consumers(prior, model):
+    """``(names, generator, reconstructor)`` for the outputs of the graph that
+    calls ``prior`` which are computed from its samples alone (a decoder):
+    ``generator`` maps samples to them, ``reconstructor`` maps ``model``'s
+    inputs to them (None when they are not outputs of ``model``'s graph);
+    None when there are no such outputs."""
+    found = _find_call(prior, model)
+    if found is None:
+        return None
+    chain, graph, node = found
+    samples = node.outputs[0]
+    memo = {}
+    picked = [
+        (name, out)
+        for name, out in zip(
+            _flat_names(_structure(graph, "output"), graph.outputs, _layer_name),
+            graph.outputs,
+        )
+        if out._keras_history.operation is not prior
+        and _computed_from(out, samples, memo)
+    ]
+    if not picked:
+        return None
+    names = [_sanitize(name, "output") for name, _ in picked]
+    tensors = [out for _, out in picked]
+    generator = keras.Model(samples, tensors, name=f"{prior.name}_generator")
+    lifted = _lift(tensors, chain)
+    reconstructor = None
+    if lifted is not None:
+        reconstructor = keras.Model(
+            model.inputs, lifted, name=f"{prior.name}_reconstructor"
+        )
+    return names, generator, reconstructor
+
+
+@register_export_endpoints(GMMPriorSampling)
+def _gmm_prior_sampling_endpoints(prior, model=None):
+    """``generate``, ``generate_component`` and ``reconstruct`` for a model
+    output produced by a GMMPriorSampling layer."""
+    consumers = _samples_consumers(prior, model) if model is not None else None
+    names, generator, reconstructor = consumers or ([], None, None)
+
+    def decode(z):
+        if generator is None:
+            return {}
+        outputs = keras.tree.flatten(generator(z, training=False))
+        return {
+            (f"decoded_{name}" if name in ("latent", "component") else name): out
+            for name, out in zip(names, outputs)
+        }
+
+    def generate(n, temperature, seed, component=None):
+        z, components = prior.sample_prior(
+            n, component=component, temperature=temperature, seed=seed,
+            return_components=True,
+        )
+        return {"latent": z, "component": components, **decode(z)}
+
+    scalar = tf.TensorSpec([], tf.float32)
+    sampling = {
+        "n": tf.TensorSpec([], tf.int32),
+        "temperature": scalar,
+        "seed": tf.TensorSpec([2], tf.int64),
+    }
+    endpoints = {
+        GENERATE: ExportEndpoint(generate, sampling, model_inputs=False),
+        GENERATE_COMPONENT: ExportEndpoint(
+            generate,
+            {"component": tf.TensorSpec([], tf.int32), **sampling},
+            model_inputs=False,
+        ),
+    }
+    if reconstructor is not None:
+        input_names, input_specs = _input_signature(model)
+
+        def reconstruct(**inputs):
+            flat = [inputs[name] for name in input_names]
+            outputs = reconstructor(
+                flat if len(flat) > 1 else flat[0], training=False
+            )
+            return dict(zip(names, keras.tree.flatten(outputs)))
+
+        endpoints[RECONSTRUCT] = ExportEndpoint(
+            reconstruct, dict(zip(input_names, input_specs)), model_inputs=False
+        )
+    return endpoints

@@ -1,0 +1,148 @@
+"""KL terms between a diagonal Gaussian posterior and a Gaussian-mixture prior.
+
+The math of a VAE whose latent prior is a mixture (VaDE, Jiang et al. 2017):
+an encoder gives ``q(z | x) = N(z; m, diag(exp(s)))`` (``m = z_mean``, ``s =
+z_log_var``, ``[..., D]``) and the prior is ``p(z, c) = pi_c N(z; mu_c,
+diag(exp(v_c)))`` with ``pi = softmax(logits)`` ``[K]``, ``mu`` and ``v``
+``[K, D]``. With ``q(z, c | x) = q(z | x) q(c | x)``:
+
+- :func:`expected_log_prob`: ``l_c = E_q(z|x)[log N(z; mu_c, v_c)]
+  = log N(m; mu_c, v_c) - 1/2 sum_d exp(s_d - v_cd)``, through
+  :func:`keras_gmm.ops.gaussian.log_gaussian_prob` (precision Cholesky
+  ``exp(-v / 2)``).
+- :func:`log_responsibilities`: ``log gamma_c = log pi_c + l_c -
+  logsumexp_k(log pi_k + l_k)``, the ``q(c | x)`` that maximises the ELBO for
+  the given ``q(z | x)`` (VaDE's ``gamma = p(c | z)`` evaluated in expectation
+  over ``q(z | x)``; it equals ``p(c | m)`` as ``exp(s) -> 0``). Log space:
+  rows are finite and sum to one for any inputs.
+- :func:`vade_kl`: the closed-form ``KL(q(z, c | x) || p(z, c))`` of VaDE,
+  ``sum_c gamma_c (log gamma_c - log pi_c - l_c) + E_q[log q(z | x)]`` with
+  ``E_q[log q(z | x)] = -D/2 (log 2 pi + 1) - 1/2 sum_d s_d`` (minus the
+  entropy of ``q(z | x)``).
+- :func:`mc_kl`: the one-sample Monte Carlo estimate ``log q(z | x) - log
+  p(z)`` of ``KL(q(z | x) || p(z))`` at a sample ``z``, with ``p(z)`` the
+  mixture marginal (:func:`keras_gmm.ops.gaussian.log_mixture_prob`).
+
+Since ``KL(q(z, c) || p(z, c)) = KL(q(z) || p(z)) + E_q(z)[KL(q(c) || p(c |
+z))]``, the VaDE term is never below the expectation of the Monte Carlo one.
+
+All functions are pure TensorFlow, take tensors of one floating dtype and
+broadcast leading dimensions of the posterior (``[..., D]``) against a fixed
+prior (``[K]``, ``[K, D]``).
+
+Reference:
+    Jiang, Zheng, Tan, Tang and Zhou, "Variational Deep Embedding: An
+    Unsupervised and Generative Approach to Clustering", IJCAI 2017.
+"""
+
+import math
+
+import tensorflow as tf
+
+from keras_gmm.ops import gaussian
+
+__all__ = [
+    "expected_log_prob",
+    "log_responsibilities",
+    "negative_entropy",
+    "vade_kl",
+    "log_posterior_prob",
+    "mc_kl",
+]
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+def _precisions_cholesky(log_variances):
+    """``1 / stddev = exp(-v / 2)``: the "diag" precision Cholesky factor."""
+    return tf.exp(-0.5 * log_variances)
+
+
+def expected_log_prob(z_mean, z_log_var, means, log_variances):
+    """``E_{N(z; m, exp(s))}[log N(z; mu_c, exp(v_c))]`` per component.
+
+    Args:
+        z_mean, z_log_var: ``[..., D]`` posterior means and log-variances.
+        means, log_variances: ``[K, D]`` prior component means and
+            log-variances.
+
+    Returns:
+        ``[..., K]``: ``log N(m; mu_c, v_c) - 1/2 sum_d exp(s_d - v_cd)``.
+    """
+    log_density = gaussian.log_gaussian_prob(
+        z_mean, means, _precisions_cholesky(log_variances), "diag"
+    )
+    # The trace term exp(s_d - v_cd), summed over d, in log space per entry.
+    trace = tf.reduce_sum(
+        tf.exp(z_log_var[..., None, :] - log_variances), axis=-1
+    )
+    return log_density - 0.5 * trace
+
+
+def log_responsibilities(z_mean, z_log_var, logits, means, log_variances):
+    """``log q(c | x)`` ``[..., K]``: softmax over ``log pi_c + l_c`` (log space).
+
+    ``l_c`` is :func:`expected_log_prob`; ``logits`` ``[K]`` are the prior's
+    unnormalised log mixture weights.
+    """
+    log_joint = tf.nn.log_softmax(logits, axis=-1) + expected_log_prob(
+        z_mean, z_log_var, means, log_variances
+    )
+    # log_softmax subtracts the row maximum before the log-sum: with
+    # log-densities of -1e13 a plain ``log_joint - logsumexp`` would round
+    # the log K of K tied components away.
+    return tf.nn.log_softmax(log_joint, axis=-1)
+
+
+def negative_entropy(z_log_var):
+    """``E_q[log q(z | x)] = -D/2 (log 2 pi + 1) - 1/2 sum_d s_d``: ``[...]``."""
+    d = z_log_var.shape[-1]
+    return -0.5 * (d * (_LOG_2PI + 1.0) + tf.reduce_sum(z_log_var, axis=-1))
+
+
+def vade_kl(z_mean, z_log_var, logits, means, log_variances):
+    """VaDE's closed-form ``KL(q(z, c | x) || p(z, c))``: ``[...]``.
+
+    The VaDE formula is ``sum_c gamma_c (log gamma_c - log pi_c - l_c) +
+    E_q[log q(z | x)]``. With ``gamma`` from :func:`log_responsibilities`,
+    ``log gamma_c - log pi_c - l_c = -logsumexp_k(log pi_k + l_k)`` for every
+    ``c``, so the sum is computed as that one logsumexp: the same value, with
+    no ``0 * log 0`` where a ``gamma_c`` underflows, and finite for any
+    inputs.
+
+    Returns:
+        ``(kl [...], log_gamma [..., K])``.
+    """
+    log_joint = tf.nn.log_softmax(logits, axis=-1) + expected_log_prob(
+        z_mean, z_log_var, means, log_variances
+    )
+    log_evidence = tf.reduce_logsumexp(log_joint, axis=-1)
+    kl = negative_entropy(z_log_var) - log_evidence
+    return kl, tf.nn.log_softmax(log_joint, axis=-1)
+
+
+def log_posterior_prob(z, z_mean, z_log_var):
+    """``log q(z | x) = log N(z; m, diag(exp(s)))``: ``[...]``."""
+    log_prob = gaussian.log_gaussian_prob(
+        z,
+        z_mean[..., None, :],
+        _precisions_cholesky(z_log_var)[..., None, :],
+        "diag",
+    )
+    return log_prob[..., 0]
+
+
+def mc_kl(z, z_mean, z_log_var, logits, means, log_variances):
+    """One-sample Monte Carlo ``log q(z | x) - log p(z)`` at ``z``: ``[...]``.
+
+    ``p(z) = sum_c pi_c N(z; mu_c, exp(v_c))``, by logsumexp. Its expectation
+    over ``z ~ q(z | x)`` is ``KL(q(z | x) || p(z))``.
+    """
+    log_prior = gaussian.log_mixture_prob(
+        z,
+        tf.nn.log_softmax(logits, axis=-1),
+        means,
+        _precisions_cholesky(log_variances),
+        "diag",
+    )
+    return log_posterior_prob(z, z_mean, z_log_var) - log_prior

@@ -1,0 +1,146 @@
+"""keras_gmm.ops.kl against direct NumPy formulas and Monte Carlo estimates."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from scipy.special import logsumexp
+
+from keras_gmm.ops import kl
+
+K, D = 4, 3
+
+
+def random_case(seed, batch=5):
+    rng = np.random.default_rng(seed)
+    return {
+        "z_mean": rng.normal(size=(batch, D)),
+        "z_log_var": rng.normal(-1.0, 0.7, size=(batch, D)),
+        "logits": rng.normal(size=K),
+        "means": rng.normal(scale=2.0, size=(K, D)),
+        "log_variances": rng.normal(-0.5, 0.5, size=(K, D)),
+    }
+
+
+def as_tensors(case, dtype=tf.float64):
+    return {k: tf.constant(v, dtype) for k, v in case.items()}
+
+
+def log_normal_diag(z, mean, log_var):
+    """log N(z; mean, diag(exp(log_var))), summed over the last axis."""
+    return -0.5 * np.sum(
+        np.log(2 * np.pi) + log_var + (z - mean) ** 2 / np.exp(log_var), axis=-1
+    )
+
+
+def numpy_vade(case):
+    """VaDE's KL written as in Jiang et al. (2017), eq. (17) terms, with the
+    responsibilities gamma_c ∝ pi_c exp(E_q[log N(z; mu_c, var_c)])."""
+    m, s = case["z_mean"], case["z_log_var"]
+    mu, v = case["means"], case["log_variances"]
+    log_pi = case["logits"] - logsumexp(case["logits"])
+    # E_q[log N(z; mu_c, var_c)] = -1/2 sum_d (log 2pi + v + (exp(s) + (m - mu)^2) / exp(v))
+    ell = -0.5 * np.sum(
+        np.log(2 * np.pi)
+        + v[None]
+        + (np.exp(s)[:, None] + (m[:, None] - mu[None]) ** 2) / np.exp(v[None]),
+        axis=-1,
+    )
+    log_joint = log_pi + ell
+    log_gamma = log_joint - logsumexp(log_joint, axis=1, keepdims=True)
+    gamma = np.exp(log_gamma)
+    e_log_q = -0.5 * np.sum(np.log(2 * np.pi) + 1.0 + s, axis=-1)
+    # KL = E[log q(z|x)] + E[log q(c|x)] - E[log p(z|c)] - E[log p(c)]
+    kl_value = (
+        e_log_q
+        + np.sum(gamma * log_gamma, axis=1)
+        - np.sum(gamma * ell, axis=1)
+        - np.sum(gamma * log_pi, axis=1)
+    )
+    return kl_value, log_gamma, ell
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_vade_kl_equals_numpy_formula(seed):
+    case = random_case(seed)
+    want_kl, want_log_gamma, want_ell = numpy_vade(case)
+    t = as_tensors(case)
+    got_kl, got_log_gamma = kl.vade_kl(**t)
+    np.testing.assert_allclose(got_kl.numpy(), want_kl, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(got_log_gamma.numpy(), want_log_gamma, atol=1e-10)
+    ell = kl.expected_log_prob(t["z_mean"], t["z_log_var"], t["means"], t["log_variances"])
+    np.testing.assert_allclose(ell.numpy(), want_ell, rtol=1e-10)
+    np.testing.assert_allclose(
+        kl.log_responsibilities(**t).numpy(), want_log_gamma, atol=1e-10
+    )
+    # float32 (the layer's dtype) agrees to float32 precision.
+    got32, _ = kl.vade_kl(**as_tensors(case, tf.float32))
+    np.testing.assert_allclose(got32.numpy(), want_kl, rtol=1e-5, atol=1e-4)
+
+
+def test_vade_kl_matches_monte_carlo_and_bounds_the_marginal_kl():
+    case = random_case(3, batch=3)
+    t = as_tensors(case)
+    want_kl, log_gamma, _ = numpy_vade(case)
+    rng = np.random.default_rng(0)
+    s = 200_000
+    m, lv = case["z_mean"], case["z_log_var"]
+    z = m + np.exp(0.5 * lv) * rng.normal(size=(s,) + m.shape)  # [S, B, D]
+    log_q = log_normal_diag(z, m, lv)  # [S, B]
+    log_pi = case["logits"] - logsumexp(case["logits"])
+    log_pz_c = np.stack(
+        [log_normal_diag(z, case["means"][c], case["log_variances"][c]) for c in range(K)],
+        axis=-1,
+    )  # [S, B, K]
+    gamma = np.exp(log_gamma)
+    # KL(q(z, c) || p(z, c)) = E_q(z)[log q(z) + sum_c gamma_c (log gamma_c - log pi_c
+    # - log p(z | c))], estimated by Monte Carlo over z.
+    mc_vade = np.mean(
+        log_q + np.sum(gamma * (log_gamma - log_pi - log_pz_c), axis=-1), axis=0
+    )
+    np.testing.assert_allclose(want_kl, mc_vade, rtol=0.02, atol=0.02)
+    # The MC term of the layer, log q(z) - log p(z), averaged: KL(q(z) || p(z)).
+    mc = kl.mc_kl(
+        tf.constant(z), t["z_mean"], t["z_log_var"], t["logits"], t["means"],
+        t["log_variances"],
+    ).numpy()
+    want_mc = log_q - logsumexp(log_pi + log_pz_c, axis=-1)
+    np.testing.assert_allclose(mc, want_mc, rtol=1e-9, atol=1e-9)
+    marginal_kl = mc.mean(axis=0)
+    # KL(q(z,c)||p(z,c)) = KL(q(z)||p(z)) + E[KL(q(c)||p(c|z))] >= KL(q(z)||p(z)).
+    assert np.all(want_kl >= marginal_kl - 0.01), (want_kl, marginal_kl)
+    assert np.all(marginal_kl > 0)
+
+
+def test_log_posterior_prob_and_entropy():
+    case = random_case(4)
+    t = as_tensors(case)
+    z = np.random.default_rng(1).normal(size=case["z_mean"].shape)
+    got = kl.log_posterior_prob(tf.constant(z), t["z_mean"], t["z_log_var"]).numpy()
+    np.testing.assert_allclose(
+        got, log_normal_diag(z, case["z_mean"], case["z_log_var"]), rtol=1e-12
+    )
+    # -E_q[log q] is the entropy of a diagonal Gaussian.
+    entropy = 0.5 * np.sum(np.log(2 * np.pi * np.e) + case["z_log_var"], axis=-1)
+    np.testing.assert_allclose(
+        -kl.negative_entropy(t["z_log_var"]).numpy(), entropy, rtol=1e-12
+    )
+
+
+@pytest.mark.parametrize("z_scale", [1e4, -1e4])
+@pytest.mark.parametrize("log_var", [30.0, -30.0])
+def test_extreme_inputs_give_finite_normalised_responsibilities(z_scale, log_var):
+    rng = np.random.default_rng(0)
+    f32 = tf.float32
+    z_mean = tf.constant(z_scale * rng.choice([-1.0, 1.0], size=(6, D)), f32)
+    z_log_var = tf.fill([6, D], tf.constant(log_var, f32))
+    for prior_log_var in (30.0, -30.0, 0.0):
+        logits = tf.constant(rng.normal(size=K), f32)
+        means = tf.constant(rng.normal(size=(K, D)), f32)
+        log_variances = tf.fill([K, D], tf.constant(prior_log_var, f32))
+        log_gamma = kl.log_responsibilities(z_mean, z_log_var, logits, means, log_variances)
+        gamma = tf.exp(log_gamma).numpy()
+        assert np.all(np.isfinite(log_gamma.numpy()))
+        np.testing.assert_allclose(gamma.sum(axis=-1), 1.0, atol=1e-5)
+        value, _ = kl.vade_kl(z_mean, z_log_var, logits, means, log_variances)
+        assert np.all(np.isfinite(value.numpy()))
+        assert np.all(value.numpy() > -1e-3 * np.abs(value.numpy()).max() - 1e-3)

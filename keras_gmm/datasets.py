@@ -9,7 +9,8 @@ import math
 import numpy as np
 
 __all__ = ["inverse_sine", "INVERSE_SINE_SPLITS", "inverse_sine_split",
-           "inverse_sine_conditional_entropy", "load_digits", "DIGITS_SPLIT"]
+           "inverse_sine_conditional_entropy", "load_digits", "DIGITS_SPLIT",
+           "load_breast_cancer", "BREAST_CANCER_SPLIT"]
 
 # Fixed seeds and sizes of the splits the zoo and the examples use.
 INVERSE_SINE_SPLITS = {
@@ -129,3 +130,74 @@ def load_digits(split="train"):
         return x[test], y[test]
     order = np.concatenate([np.flatnonzero(~test), np.flatnonzero(test)])
     return x[order], y[order]
+
+
+# The one fixed split of scikit-learn's breast cancer data for anomaly
+# detection: fractions of the benign and of the malignant rows per split;
+# "train" holds benign rows only (normal data), "val" and "test" a mix.
+BREAST_CANCER_SPLIT = {
+    "benign": {"train": 0.6, "val": 0.15, "test": 0.25},
+    "malignant": {"train": 0.0, "val": 0.3, "test": 0.7},
+    "seed": 0,
+}
+
+
+def load_breast_cancer(split="train"):
+    """scikit-learn's Wisconsin breast cancer data, split for anomaly detection.
+
+    The 569 rows (357 benign, 212 malignant; 30 features) of scikit-learn's
+    ``load_breast_cancer`` (shipped inside the scikit-learn package, nothing
+    is downloaded), split once, the same on every machine: a permutation of
+    the benign rows and one of the malignant rows, both from
+    ``numpy.random.default_rng(0)``, are cut in the fractions of
+    :data:`BREAST_CANCER_SPLIT`:
+
+    - "train": 214 benign rows only, the normal data a detector learns;
+    - "val": 54 benign + 64 malignant rows (118, 54 % anomalies), to choose
+      settings and thresholds;
+    - "test": 89 benign + 148 malignant rows (237, 62 % anomalies), held out.
+
+    Every split is standardised with the mean and standard deviation of the
+    "train" rows, so a model trained on "train" takes the others as they are.
+    Within a split the benign rows come first.
+
+    Args:
+        split: "train", "val" or "test".
+
+    Returns:
+        ``(x, y)``: x float32 ``[n, 30]``, y int64 ``[n]`` with 1 = malignant
+        (the anomaly) and 0 = benign.
+
+    Raises:
+        ImportError: scikit-learn is not installed (``pip install
+            scikit-learn``, or the ``examples``/``test`` extras).
+    """
+    if split not in ("train", "val", "test"):
+        raise ValueError(
+            f"`split` must be 'train', 'val' or 'test'; received split={split!r}."
+        )
+    try:
+        from sklearn.datasets import load_breast_cancer as sklearn_load
+    except ImportError as error:  # pragma: no cover - depends on the env
+        raise ImportError(
+            "keras_gmm.datasets.load_breast_cancer reads the data that ship "
+            "with scikit-learn; install it with `pip install scikit-learn` "
+            "(it is in the `examples` and `test` extras)."
+        ) from error
+    data = sklearn_load()
+    x = np.asarray(data.data, np.float64)
+    y = (np.asarray(data.target) == 0).astype(np.int64)  # sklearn: 0 = malignant
+    rng = np.random.default_rng(BREAST_CANCER_SPLIT["seed"])
+    rows = {"train": [], "val": [], "test": []}
+    for label, kind in ((0, "benign"), (1, "malignant")):
+        members = rng.permutation(np.flatnonzero(y == label))
+        fractions = BREAST_CANCER_SPLIT[kind]
+        n_train = int(round(fractions["train"] * len(members)))
+        n_val = int(round(fractions["val"] * len(members)))
+        rows["train"].append(members[:n_train])
+        rows["val"].append(members[n_train:n_train + n_val])
+        rows["test"].append(members[n_train + n_val:])
+    train = np.concatenate(rows["train"])
+    mean, std = x[train].mean(axis=0), x[train].std(axis=0)
+    chosen = np.concatenate(rows[split])
+    return ((x[chosen] - mean) / std).astype(np.float32), y[chosen]

@@ -1,0 +1,99 @@
+"""Smoke tests: the anomaly-detection, probabilistic-regression and
+GMM-on-embeddings examples run end to end (``--smoke``), and the README lists
+every example."""
+
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT_S = 300  # generous: each smoke run takes well under a minute on 2 cores
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _run(args):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+    )
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    result = subprocess.run(
+        [sys.executable, *args], cwd=REPO_ROOT, env=env, capture_output=True,
+        text=True, timeout=TIMEOUT_S,
+    )
+    assert result.returncode == 0, (
+        f"{args} exited with {result.returncode}\n"
+        f"stdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}"
+    )
+    return result.stdout
+
+
+def _check_png(path, out):
+    assert path.is_file() and path.read_bytes()[:8] == PNG_MAGIC
+    assert str(path) in out
+
+
+def _table(out, title):
+    """``{method: (auroc, f1)}`` of the table printed under ``title``."""
+    block = out.split(title, 1)[1].split("\n\n", 1)[0]
+    rows = re.findall(r"^(\S.*?)\s+([0-9.]+)\s+([0-9.]+)$", block, re.MULTILINE)
+    return {name: (float(a), float(f)) for name, a, f in rows if name != "method"}
+
+
+def test_anomaly_detection_example_smoke(tmp_path):
+    out = _run(
+        ["examples/anomaly_detection.py", "--smoke", "--output-dir", str(tmp_path)]
+    )
+    _check_png(tmp_path / "anomaly_detection.png", out)
+    breast = _table(out, "breast cancer, test split")
+    assert {"keras_gmm DAGMM", "untrained control", "GaussianMixture(1)",
+            "GaussianMixture(2)", "IsolationForest", "OneClassSVM"} == set(breast)
+    assert all(0.0 <= a <= 1.0 and 0.0 <= f <= 1.0 for a, f in breast.values())
+    # The zoo model as recorded: the trained network beats its untrained control.
+    assert breast["keras_gmm DAGMM"][0] > breast["untrained control"][0]
+    digits = _table(out, "digits, one class held out")
+    assert set(digits) == set(breast)
+    assert all(math.isfinite(a) for a, _ in digits.values())
+
+
+def test_probabilistic_regression_example_smoke(tmp_path):
+    out = _run(
+        ["examples/probabilistic_regression.py", "--smoke",
+         "--output-dir", str(tmp_path)]
+    )
+    _check_png(tmp_path / "probabilistic_regression.png", out)
+    nll = re.search(r"test NLL: (\S+) nats", out)
+    assert nll and math.isfinite(float(nll.group(1))), out
+    both = re.search(
+        r"both solutions recovered: (\S+) of the (\d+) test positions", out
+    )
+    assert both and 0.0 <= float(both.group(1)) <= 1.0 and int(both.group(2)) > 0, out
+    coverage = re.search(r"region coverage: (\S+)", out)
+    assert coverage and 0.0 <= float(coverage.group(1)) <= 1.0, out
+    assert len(re.findall(r"component weight \S+: t1 in \[", out)) == 6, out
+
+
+def test_gmm_on_embeddings_example_smoke(tmp_path):
+    out = _run(
+        ["examples/gmm_on_embeddings.py", "--smoke", "--output-dir", str(tmp_path)]
+    )
+    _check_png(tmp_path / "gmm_on_embeddings.png", out)
+    accuracy = re.search(r"classifier test accuracy: (\S+)", out)
+    assert accuracy and float(accuracy.group(1)) > 0.5, out
+    clusters = re.search(r"\(test\): accuracy (\S+), NMI (\S+);", out)
+    assert clusters and float(clusters.group(1)) > 0.3, out
+    # One SavedModel returns both heads, equal to the Keras model's outputs.
+    assert "SavedModel outputs: ['class_probabilities', 'responsibilities']" in out
+    difference = re.search(r"largest difference from Keras: (\S+)", out)
+    assert difference and float(difference.group(1)) < 1e-5, out
+
+
+def test_readme_lists_every_example():
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Examples", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"`examples/([A-Za-z0-9_]+\.py)`", section))
+    present = {p.name for p in (REPO_ROOT / "examples").glob("*.py")}
+    assert listed == present, (sorted(listed), sorted(present))

@@ -9,8 +9,9 @@ retrains it, training settings and library versions).
 Example:
 
 >>> import keras_gmm.zoo
->>> keras_gmm.zoo.list_models()
-['em_digits', 'mdn_inverse_sine']
+>>> keras_gmm.zoo.list_models()  # doctest: +NORMALIZE_WHITESPACE
+['dagmm_breast_cancer', 'em_digits', 'gmmconv_digits', 'mdn_inverse_sine',
+ 'soft_weight_sharing_digits', 'vade_digits']
 >>> model = keras_gmm.zoo.load("mdn_inverse_sine")   # checksum verified
 >>> measured = keras_gmm.zoo.evaluate("mdn_inverse_sine", model)
 >>> recorded = keras_gmm.zoo.info("mdn_inverse_sine")["metrics"]

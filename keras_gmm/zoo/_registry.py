@@ -32,8 +32,12 @@ __all__ = ["REGISTRY", "UnknownModelError", "check_name", "get_recipe", "names"]
 
 #: name -> recipe module (imported on first use).
 REGISTRY = {
+    "dagmm_breast_cancer": "keras_gmm.zoo.dagmm_breast_cancer",
     "em_digits": "keras_gmm.zoo.em_digits",
+    "gmmconv_digits": "keras_gmm.zoo.gmmconv_digits",
     "mdn_inverse_sine": "keras_gmm.zoo.mdn_inverse_sine",
+    "soft_weight_sharing_digits": "keras_gmm.zoo.soft_weight_sharing_digits",
+    "vade_digits": "keras_gmm.zoo.vade_digits",
 }
 
 

@@ -474,7 +474,8 @@ def stepwise_statistics(running, batch, batch_size, step_size):
 EXPANSION_RTOL = 1e-3
 
 
-def batch_statistics(x, weights, means, precisions_cholesky, covariance_type, fast=True):
+def batch_statistics(x, weights, means, precisions_cholesky, covariance_type, fast=True,
+                     mask=None):
     """E-step and sufficient statistics of one batch, around the current means.
 
     The unit of work of every EM loop (a pass, a replica, an online step).
@@ -489,6 +490,8 @@ def batch_statistics(x, weights, means, precisions_cholesky, covariance_type, fa
             (:func:`keras_gmm.ops.gaussian.expansion_condition`) and in float64
             otherwise (so a float32 fit stays accurate for tight, far-apart
             components). ``False``: the exact ``[N, K, D]`` forms.
+        mask: optional ``[N]`` 0/1 weights of the rows (0: padding, left out
+            of the statistics and the log-likelihood sum).
 
     Returns:
         ``(Stats, sum of log p(x_n))`` in the dtype of ``x``.
@@ -503,9 +506,11 @@ def batch_statistics(x, weights, means, precisions_cholesky, covariance_type, fa
         log_resp, log_prob = gaussian.log_responsibilities(
             xc, tf.math.log(w), mu, pc, covariance_type, expand=expand
         )
-        stats = sufficient_statistics(
-            xc, tf.exp(log_resp), mu, covariance_type, expand=expand
-        )
+        resp = tf.exp(log_resp)
+        if mask is not None:
+            m = tf.cast(mask, compute_dtype)
+            resp, log_prob = resp * m[:, None], log_prob * m
+        stats = sufficient_statistics(xc, resp, mu, covariance_type, expand=expand)
         out = (stats, tf.reduce_sum(log_prob))
         return tf.nest.map_structure(lambda t: tf.cast(t, dtype), out)
 
@@ -541,7 +546,8 @@ def em_iterations(
 
     Meant to be wrapped in ``tf.function(jit_compile=True)``: the iterations
     are a ``tf.while_loop`` and each pass walks the data in chunks of
-    ``chunk_size`` rows (a ``tf.while_loop`` too, plus one tail chunk), so the
+    ``chunk_size`` rows (a ``tf.while_loop`` too; the last chunk padded and
+    masked), so the
     working set is ``O(chunk_size * K * D)`` whatever ``N``.
 
     Args:
@@ -573,26 +579,30 @@ def em_iterations(
     if chunk_size is None:
         chunk_size = default_chunk_size(k, d, covariance_type)
     chunk_size = min(int(chunk_size), n)
-    n_chunks = n // chunk_size
-    chunks = tf.reshape(x[: n_chunks * chunk_size], [n_chunks, chunk_size, d])
-    tail = x[n_chunks * chunk_size :]
+    n_chunks = -(-n // chunk_size)
     reg_covar = tf.cast(reg_covar, dtype)
     tol = tf.cast(tol, dtype)
+
+    def chunk(i):
+        # The last chunk repeats the final row up to chunk_size rows, masked
+        # out: one chunk graph to compile, not a second one for the tail.
+        rows = i * chunk_size + tf.range(chunk_size)
+        if n % chunk_size == 0:
+            return tf.gather(x, rows), None
+        return tf.gather(x, tf.minimum(rows, n - 1)), tf.cast(rows < n, dtype)
 
     def one_pass(params):
         w, mu, pc = params
 
         def body(i, stats, log_prob_sum):
-            s, lp = batch_statistics(chunks[i], w, mu, pc, covariance_type)
+            rows, mask = chunk(i)
+            s, lp = batch_statistics(rows, w, mu, pc, covariance_type, mask=mask)
             return i + 1, add_statistics(stats, s), log_prob_sum + lp
 
         zero = zero_statistics(k, d, covariance_type, dtype)
         _, stats, log_prob_sum = tf.while_loop(
             lambda i, *_: i < n_chunks, body, (0, zero, tf.zeros((), dtype))
         )
-        if tail.shape[0]:
-            s, lp = batch_statistics(tail, w, mu, pc, covariance_type)
-            stats, log_prob_sum = add_statistics(stats, s), log_prob_sum + lp
         new_w, new_mu, _, new_pc = m_step(stats, mu, covariance_type, reg_covar)
         return log_prob_sum / n, (new_w, new_mu, new_pc)
 

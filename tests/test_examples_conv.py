@@ -2,35 +2,9 @@
 
 import json
 import math
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-TIMEOUT_S = 300  # generous: each run takes well under a minute on 2 cores
-
-
-def _run(args):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
-    )
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    result = subprocess.run(
-        [sys.executable, *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-    )
-    assert result.returncode == 0, (
-        f"{args} exited with {result.returncode}\n"
-        f"stdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}"
-    )
-    return result.stdout
+from tests.script_utils import run_script as _run
 
 
 def test_gmm_conv_digits_example_smoke(tmp_path):

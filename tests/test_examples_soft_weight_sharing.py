@@ -3,7 +3,7 @@
 import math
 import re
 
-from tests.test_examples_and_benchmarks import _run
+from tests.script_utils import run_script as _run
 
 
 def test_soft_weight_sharing_example_smoke(tmp_path):

@@ -9,7 +9,7 @@ import math
 import numpy as np
 
 __all__ = ["inverse_sine", "INVERSE_SINE_SPLITS", "inverse_sine_split",
-           "inverse_sine_conditional_entropy", "load_digits", "DIGITS_SPLIT",
+           "inverse_sine_conditional_entropy", "load_digits", "DIGITS_SPLIT", "digits_metadata",
            "load_breast_cancer", "BREAST_CANCER_SPLIT"]
 
 # Fixed seeds and sizes of the splits the zoo and the examples use.
@@ -80,6 +80,24 @@ def inverse_sine_conditional_entropy(num_y=20001):
 # The one fixed, stratified split of scikit-learn's digits that every digits
 # zoo model and example uses.
 DIGITS_SPLIT = {"test_fraction": 0.25, "seed": 0}
+
+
+def digits_metadata(targets="y, int64 [n], digit 0-9"):
+    """The ``dataset`` entry of a zoo model's metadata trained on "train" and
+    scored on "test" of :func:`load_digits` (``targets`` says how it uses y)."""
+    return {
+        "function": "keras_gmm.datasets.load_digits",
+        "source": "sklearn.datasets.load_digits (ships with scikit-learn)",
+        "train_split": "train",
+        "validation_split": None,
+        "evaluation_split": "test",
+        "splits": {
+            "train": {"split": "train", "n": 1343, **DIGITS_SPLIT},
+            "test": {"split": "test", "n": 454, **DIGITS_SPLIT},
+        },
+        "inputs": "x, float32 [n, 64], pixel / 16 in [0, 1]",
+        "targets": targets,
+    }
 
 
 def load_digits(split="train"):

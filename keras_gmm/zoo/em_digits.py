@@ -86,23 +86,9 @@ ARCHITECTURE = (
 )
 
 TRAIN_SPLIT, EVALUATION_SPLIT = "train", "test"
-DATASET = {
-    "function": "keras_gmm.datasets.load_digits",
-    "source": "sklearn.datasets.load_digits (ships with scikit-learn)",
-    "train_split": TRAIN_SPLIT,
-    "validation_split": None,
-    "evaluation_split": EVALUATION_SPLIT,
-    "splits": {
-        TRAIN_SPLIT: {"split": TRAIN_SPLIT, "n": 1343, **datasets.DIGITS_SPLIT},
-        EVALUATION_SPLIT: {
-            "split": EVALUATION_SPLIT,
-            "n": 454,
-            **datasets.DIGITS_SPLIT,
-        },
-    },
-    "inputs": "x, float32 [n, 64], pixel / 16 in [0, 1]",
-    "targets": "y, int64 [n], digit 0-9 (used only for scoring and naming clusters)",
-}
+DATASET = datasets.digits_metadata(
+    "y, int64 [n], digit 0-9 (used only for scoring and naming clusters)"
+)
 
 # A forward pass is deterministic, so on the same machine the metrics are
 # reproduced exactly. The tolerances accept one of the 454 test images changing

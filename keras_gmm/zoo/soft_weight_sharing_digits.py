@@ -100,19 +100,7 @@ ARCHITECTURE = (
 )
 
 TRAIN_SPLIT, EVALUATION_SPLIT = "train", "test"
-DATASET = {
-    "function": "keras_gmm.datasets.load_digits",
-    "source": "sklearn.datasets.load_digits (ships with scikit-learn)",
-    "train_split": TRAIN_SPLIT,
-    "validation_split": None,
-    "evaluation_split": EVALUATION_SPLIT,
-    "splits": {
-        "train": {"split": "train", "n": 1343, **datasets.DIGITS_SPLIT},
-        "test": {"split": "test", "n": 454, **datasets.DIGITS_SPLIT},
-    },
-    "inputs": "x, float32 [n, 64], pixel / 16 in [0, 1]",
-    "targets": "y, int64 [n], digit 0-9",
-}
+DATASET = datasets.digits_metadata()
 
 METRICS = {
     "accuracy": {

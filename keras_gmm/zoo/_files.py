@@ -308,3 +308,51 @@ def save_trained_model(
         for leftover in output_dir.glob(".metadata-*.json"):
             leftover.unlink(missing_ok=True)
     return metadata
+
+
+def digits_clustering_metrics(output, tolerance=0.0025):
+    """The metric specs of a zoo model that clusters the digits without
+    labels (``em_digits``, ``vade_digits``), scored on ``load_digits("test")``.
+
+    ``output`` names what the model returns (e.g. "responsibilities"); the
+    default ``tolerance`` accepts one of the 454 test images changing cluster
+    on other hardware (1/454 = 0.0022); the NMI gets 0.005.
+    """
+    label = f"argmax({output})"
+    return {
+        "clustering_accuracy": {
+            "unit": "fraction",
+            "split": "test",
+            "meaning": (
+                f"accuracy of {label} on the held-out 'test' split "
+                "(keras_gmm.datasets.load_digits('test'), 454 images) under the "
+                "best one-to-one map clusters -> digits (Hungarian; "
+                "keras_gmm.metrics.clustering_accuracy); higher is better"
+            ),
+            "lower_is_better": False,
+            "tolerance": tolerance,
+        },
+        "nmi": {
+            "unit": "fraction",
+            "split": "test",
+            "meaning": (
+                "normalised mutual information (arithmetic mean of the "
+                f"entropies, as scikit-learn's default) between {label} and the "
+                "digits on the held-out 'test' split "
+                "(keras_gmm.metrics.normalized_mutual_info); higher is better"
+            ),
+            "lower_is_better": False,
+            "tolerance": 0.005,
+        },
+        "digit_accuracy": {
+            "unit": "fraction",
+            "split": "test",
+            "meaning": (
+                f"mean({label} == digit) on the held-out 'test' split: accuracy "
+                "with the cluster -> digit names fixed on the train split (the "
+                "component order); higher is better"
+            ),
+            "lower_is_better": False,
+            "tolerance": tolerance,
+        },
+    }

@@ -56,7 +56,7 @@ import numpy as np
 
 from keras_gmm import datasets
 from keras_gmm.metrics import clustering_accuracy, normalized_mutual_info
-from keras_gmm.zoo._files import save_trained_model
+from keras_gmm.zoo._files import digits_clustering_metrics, save_trained_model
 
 NAME = "em_digits"
 NUM_COMPONENTS = 10
@@ -95,43 +95,7 @@ DATASET = datasets.digits_metadata(
 # its most probable component on other hardware (a near tie rounded the other
 # way): 1/454 = 0.0022 for the accuracies, and the NMI moves by less than 0.005.
 _ONE_IMAGE = 0.0025
-METRICS = {
-    "clustering_accuracy": {
-        "unit": "fraction",
-        "split": EVALUATION_SPLIT,
-        "meaning": (
-            "accuracy of argmax(responsibilities) on the held-out 'test' "
-            "split (keras_gmm.datasets.load_digits('test'), 454 images) under "
-            "the best one-to-one map clusters -> digits (Hungarian; "
-            "keras_gmm.metrics.clustering_accuracy); higher is better"
-        ),
-        "lower_is_better": False,
-        "tolerance": _ONE_IMAGE,
-    },
-    "nmi": {
-        "unit": "fraction",
-        "split": EVALUATION_SPLIT,
-        "meaning": (
-            "normalised mutual information (arithmetic mean of the entropies, "
-            "as scikit-learn's default) between argmax(responsibilities) and "
-            "the digits on the held-out 'test' split "
-            "(keras_gmm.metrics.normalized_mutual_info); higher is better"
-        ),
-        "lower_is_better": False,
-        "tolerance": 0.005,
-    },
-    "digit_accuracy": {
-        "unit": "fraction",
-        "split": EVALUATION_SPLIT,
-        "meaning": (
-            "mean(argmax(responsibilities) == digit) on the held-out 'test' "
-            "split: accuracy with the cluster -> digit names fixed on the "
-            "train split (the component order); higher is better"
-        ),
-        "lower_is_better": False,
-        "tolerance": _ONE_IMAGE,
-    },
-}
+METRICS = digits_clustering_metrics("responsibilities", _ONE_IMAGE)
 
 DEFAULTS = {
     "seed": 0,

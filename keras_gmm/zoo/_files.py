@@ -20,6 +20,8 @@ import platform
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 __all__ = [
     "ZOO_DIR_ENV",
     "MODEL_FILENAME",
@@ -356,3 +358,31 @@ def digits_clustering_metrics(output, tolerance=0.0025):
             "tolerance": tolerance,
         },
     }
+
+
+def check_int(value, name, minimum=None):
+    """``value`` as a Python int (an integer ``>= minimum`` when given), else
+    a ValueError naming the argument and value: the recipes' option check."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or (
+        minimum is not None and value < minimum
+    ):
+        what = "an int" if minimum is None else f"an integer >= {minimum}"
+        raise ValueError(f"`{name}` must be {what}; received {name}={value!r}.")
+    return int(value)
+
+
+def seed_summary(per_seed, keys):
+    """``{key: {"mean", "std", "per_seed"}}`` of the scores of several seeds
+    (``per_seed``: ``{seed: {key: value}}``); keys the runs lack are skipped."""
+    first = next(iter(per_seed.values()))
+    out = {}
+    for key in keys:
+        if key not in first:
+            continue
+        values = np.array([s[key] for s in per_seed.values()], dtype=np.float64)
+        out[key] = {
+            "mean": float(values.mean()),
+            "std": float(values.std()),
+            "per_seed": {str(seed): float(s[key]) for seed, s in per_seed.items()},
+        }
+    return out

@@ -57,7 +57,7 @@ import time
 import numpy as np
 
 from keras_gmm import datasets
-from keras_gmm.zoo._files import save_trained_model
+from keras_gmm.zoo._files import check_int, save_trained_model, seed_summary
 
 NAME = "dagmm_breast_cancer"
 NUM_FEATURES = 30
@@ -449,28 +449,9 @@ def sklearn_baselines(x_train, x_val, y_val, x_test, y_test, seed,
 
 
 # --------------------------------------------------------------- training
-def _check_int(value, name, minimum):
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, np.integer))
-        or value < minimum
-    ):
-        kind = "a positive integer" if minimum == 1 else "an int"
-        raise ValueError(f"`{name}` must be {kind}; received {name}={value!r}.")
-    return int(value)
-
-
 def _summary(per_seed):
     """Mean, std and per-seed values of each score."""
-    out = {}
-    for key in METRICS:
-        values = np.array([s[key] for s in per_seed.values()])
-        out[key] = {
-            "mean": float(values.mean()),
-            "std": float(values.std()),
-            "per_seed": {str(seed): float(s[key]) for seed, s in per_seed.items()},
-        }
-    return out
+    return seed_summary(per_seed, METRICS)
 
 
 def _fit_and_score(x_train, x_val, y_val, x_test, y_test, epochs, seed, verbose):
@@ -513,9 +494,9 @@ def train(
         baselines: also compute the controls, baselines and spread (needs
             scikit-learn).
     """
-    seed = _check_int(seed, "seed", -(2**63))
-    epochs = _check_int(epochs, "epochs", 1)
-    candidates = _check_int(candidates, "candidates", 1)
+    seed = check_int(seed, "seed", -(2**63))
+    epochs = check_int(epochs, "epochs", 1)
+    candidates = check_int(candidates, "candidates", 1)
     x_train, _ = datasets.load_breast_cancer(TRAIN_SPLIT)
     x_val, y_val = datasets.load_breast_cancer(VALIDATION_SPLIT)
     x_test, y_test = datasets.load_breast_cancer(EVALUATION_SPLIT)

@@ -56,7 +56,12 @@ import numpy as np
 
 from keras_gmm import datasets
 from keras_gmm.metrics import clustering_accuracy, normalized_mutual_info
-from keras_gmm.zoo._files import digits_clustering_metrics, save_trained_model
+from keras_gmm.zoo._files import (
+    check_int,
+    digits_clustering_metrics,
+    save_trained_model,
+    seed_summary,
+)
 
 NAME = "em_digits"
 NUM_COMPONENTS = 10
@@ -295,17 +300,6 @@ def example_inputs(n=8):
 
 
 # --------------------------------------------------------------- training
-def _check_int(value, name, minimum):
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, np.integer))
-        or value < minimum
-    ):
-        kind = "a positive integer" if minimum == 1 else "an int"
-        raise ValueError(f"`{name}` must be {kind}; received {name}={value!r}.")
-    return int(value)
-
-
 def _baselines(z_train, z_test, x_train, x_test, y_test, seeds, max_iter, n_init):
     """scikit-learn's KMeans (raw pixels) and GaussianMixture (same PCA
     features, same settings) on the same splits, per seed."""
@@ -340,18 +334,7 @@ def _baselines(z_train, z_test, x_train, x_test, y_test, seeds, max_iter, n_init
 def _summary(per_seed):
     """Mean, std and per-seed values of each score (and of the EM lower
     bound, the mean train log-likelihood of the kept initialisation)."""
-    out = {}
-    first = next(iter(per_seed.values()))
-    for key in ("clustering_accuracy", "nmi", "lower_bound"):
-        if key not in first:
-            continue
-        values = np.array([s[key] for s in per_seed.values()])
-        out[key] = {
-            "mean": float(values.mean()),
-            "std": float(values.std()),
-            "per_seed": {str(seed): float(s[key]) for seed, s in per_seed.items()},
-        }
-    return out
+    return seed_summary(per_seed, ("clustering_accuracy", "nmi", "lower_bound"))
 
 
 def train(
@@ -385,9 +368,9 @@ def train(
         baselines: also compute the scikit-learn baselines and the spread
             over seeds (needs scikit-learn).
     """
-    seed = _check_int(seed, "seed", -(2**63))
-    epochs = _check_int(epochs, "epochs", 1)
-    n_init = _check_int(n_init, "n_init", 1)
+    seed = check_int(seed, "seed", -(2**63))
+    epochs = check_int(epochs, "epochs", 1)
+    n_init = check_int(n_init, "n_init", 1)
     x_train, y_train = datasets.load_digits(TRAIN_SPLIT)
     x_test, y_test = datasets.load_digits(EVALUATION_SPLIT)
 

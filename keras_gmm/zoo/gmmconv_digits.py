@@ -58,7 +58,7 @@ import time
 import numpy as np
 
 from keras_gmm import datasets
-from keras_gmm.zoo._files import save_trained_model
+from keras_gmm.zoo._files import check_int, save_trained_model
 
 NAME = "gmmconv_digits"
 DESCRIPTION = (
@@ -266,15 +266,6 @@ def _fit(conv, seed, epochs, verbose):
     return model, history, time.perf_counter() - start, steps
 
 
-def _check_int(value, name, minimum=None):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or (
-        minimum is not None and value < minimum
-    ):
-        what = "an int" if minimum is None else f"an integer >= {minimum}"
-        raise ValueError(f"`{name}` must be {what}; received {name}={value!r}.")
-    return int(value)
-
-
 def train(
     output_dir,
     seed=DEFAULTS["seed"],
@@ -300,9 +291,9 @@ def train(
         comparison_seeds: number of seeds of the comparison (>= 1; 1 trains
             only the saved model and one baseline).
     """
-    seed = _check_int(seed, "seed")
-    epochs = _check_int(epochs, "epochs", minimum=1)
-    comparison_seeds = _check_int(comparison_seeds, "comparison_seeds", minimum=1)
+    seed = check_int(seed, "seed")
+    epochs = check_int(epochs, "epochs", minimum=1)
+    comparison_seeds = check_int(comparison_seeds, "comparison_seeds", minimum=1)
     seeds = [seed + i for i in range(comparison_seeds)]
 
     runs = {kind: {} for kind in CONV_KINDS}

@@ -63,7 +63,7 @@ import time
 import numpy as np
 
 from keras_gmm import datasets
-from keras_gmm.zoo._files import save_trained_model
+from keras_gmm.zoo._files import check_int, save_trained_model
 
 NAME = "soft_weight_sharing_digits"
 HIDDEN_UNITS = (300, 100)
@@ -190,16 +190,6 @@ SELECTION = {
 }
 
 EVAL_BATCH_SIZE = 512
-
-
-def _check_int(value, name, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or (
-        value < minimum
-    ):
-        raise ValueError(
-            f"`{name}` must be an integer >= {minimum}; received {name}={value!r}."
-        )
-    return int(value)
 
 
 def make_regularizer(n_train):
@@ -409,10 +399,10 @@ def train(output_dir, seed=DEFAULTS["seed"], epochs=DEFAULTS["epochs"],
         num_seeds: runs recorded in the metadata (>= 1; 1 skips the spread).
         verbose: Keras ``fit`` verbosity.
     """
-    seed = _check_int(seed, "seed", -(2**31))
-    epochs = _check_int(epochs, "epochs", 1)
-    pretrain_epochs = _check_int(pretrain_epochs, "pretrain_epochs", 1)
-    num_seeds = _check_int(num_seeds, "num_seeds", 1)
+    seed = check_int(seed, "seed", -(2**31))
+    epochs = check_int(epochs, "epochs", 1)
+    pretrain_epochs = check_int(pretrain_epochs, "pretrain_epochs", 1)
+    num_seeds = check_int(num_seeds, "num_seeds", 1)
     start = time.perf_counter()
     result = run(seed=seed, epochs=epochs, pretrain_epochs=pretrain_epochs,
                  verbose=verbose)

@@ -81,7 +81,12 @@ import numpy as np
 
 from keras_gmm import datasets
 from keras_gmm.metrics import clustering_accuracy, normalized_mutual_info
-from keras_gmm.zoo._files import digits_clustering_metrics, save_trained_model
+from keras_gmm.zoo._files import (
+    check_int,
+    digits_clustering_metrics,
+    save_trained_model,
+    seed_summary,
+)
 
 NAME = "vade_digits"
 NUM_COMPONENTS = 10
@@ -374,17 +379,6 @@ def check_not_collapsed(labels, max_fraction=MAX_CLUSTER_FRACTION):
 
 
 # --------------------------------------------------------------- training
-def _check_int(value, name, minimum):
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, np.integer))
-        or value < minimum
-    ):
-        kind = "a positive integer" if minimum == 1 else "an int"
-        raise ValueError(f"`{name}` must be {kind}; received {name}={value!r}.")
-    return int(value)
-
-
 def negative_elbo(model, x, samples=ELBO_SAMPLES, seed=0):
     """The model's negative ELBO on ``x`` in nats per image (lower is better).
 
@@ -442,7 +436,7 @@ def fit(seed, epochs, pretrain_epochs, verbose=0, restarts=None, x_train=None):
         ``info["seed"]`` and ``info["restarts"]`` (every restart's seed,
         negative ELBO and train cluster usage).
     """
-    restarts = _check_int(
+    restarts = check_int(
         DEFAULTS["restarts"] if restarts is None else restarts, "restarts", 1
     )
     candidates = _fit_candidates(seed, epochs, pretrain_epochs, verbose, restarts, x_train)
@@ -620,15 +614,9 @@ def _baselines(x_train, x_test, y_test, seeds):
 
 def _summary(per_seed):
     """Mean, std and per-seed values of each score."""
-    out = {}
-    for key in ("clustering_accuracy", "nmi", "largest_cluster_fraction"):
-        values = np.array([s[key] for s in per_seed.values()])
-        out[key] = {
-            "mean": float(values.mean()),
-            "std": float(values.std()),
-            "per_seed": {str(seed): float(s[key]) for seed, s in per_seed.items()},
-        }
-    return out
+    return seed_summary(
+        per_seed, ("clustering_accuracy", "nmi", "largest_cluster_fraction")
+    )
 
 
 def train(
@@ -664,11 +652,11 @@ def train(
         verbose: 0 silent, 1 or 2 Keras ``fit`` progress and a line per seed.
         baselines: also compute the scikit-learn baselines.
     """
-    seed = _check_int(seed, "seed", -(2**31))
-    epochs = _check_int(epochs, "epochs", 1)
-    pretrain_epochs = _check_int(pretrain_epochs, "pretrain_epochs", 1)
-    num_seeds = _check_int(num_seeds, "num_seeds", 1)
-    restarts = _check_int(restarts, "restarts", 1)
+    seed = check_int(seed, "seed", -(2**31))
+    epochs = check_int(epochs, "epochs", 1)
+    pretrain_epochs = check_int(pretrain_epochs, "pretrain_epochs", 1)
+    num_seeds = check_int(num_seeds, "num_seeds", 1)
+    restarts = check_int(restarts, "restarts", 1)
     x_train, y_train = datasets.load_digits(TRAIN_SPLIT)
     x_test, y_test = datasets.load_digits(EVALUATION_SPLIT)
 

@@ -352,3 +352,18 @@ def test_retraining_reproduces_recorded_metrics(name, tmp_path):
     )
     for key, spec in recorded["metrics"].items():
         assert meta["metrics"][key]["value"] == pytest.approx(spec["value"], abs=0.02)
+
+
+def test_recipe_helpers_check_options_and_summarise_seeds():
+    from keras_gmm.zoo._files import check_int, seed_summary
+
+    assert check_int(np.int64(3), "epochs", 1) == 3
+    for value, minimum in ((0, 1), (1.5, 1), ("0", None), (True, None)):
+        with pytest.raises(ValueError, match="`epochs` must be"):
+            check_int(value, "epochs", minimum)
+    summary = seed_summary({0: {"acc": 0.5, "nmi": 0.1}, 1: {"acc": 0.7, "nmi": 0.3}},
+                           ("acc", "nmi", "absent"))
+    assert set(summary) == {"acc", "nmi"}
+    assert summary["acc"]["mean"] == pytest.approx(0.6)
+    assert summary["acc"]["std"] == pytest.approx(0.1)
+    assert summary["nmi"]["per_seed"] == {"0": 0.1, "1": 0.3}

@@ -4,7 +4,7 @@ A mixture of ``K`` Gaussians over a ``D``-dimensional event is stored in the
 last axis of a flat tensor, in this order (TFP's ``params_size``/``new`` idea,
 as plain functions)::
 
-    [ logits (K) | locs (K*D, component-major) | scale parameters ]
+    [ logits (K) | means (K*D, component-major) | scale parameters ]
 
 and the scale parameters depend on the covariance type:
 
@@ -28,20 +28,26 @@ keeps a negative log-likelihood from diverging.
 
 :func:`split_params` turns the flat tensor into a :class:`MixtureParams` whose
 scales are precision Cholesky factors in scikit-learn's layout
-(``precision = P @ P.T``, see :mod:`keras_gmm.ops.gaussian`): for "full" that is
-``P = W.T``, so the log-density needs one product and no solve.
+(``precision = P @ P.T``, see :mod:`keras_gmm.ops.covariance`): for "full" that
+is ``P = W.T``, so the log-density needs one product and no solve.
+
+Every layer reads its mixture as a :class:`MixtureParams` (a head from its
+flat output, a fitted layer from its weights), so one sampler (:func:`sample`)
+and one TFP builder (:func:`distribution`) serve all of them.
 """
 
 import dataclasses
-import math
+import warnings
 from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from keras_gmm import _validation
+from keras_gmm.ops import covariance as covariance_lib
 from keras_gmm.ops import gaussian
-from keras_gmm.ops.gaussian import COVARIANCE_TYPES, check_covariance_type
+from keras_gmm.ops.covariance import COVARIANCE_TYPES
 
 tfd = tfp.distributions
 
@@ -51,7 +57,7 @@ __all__ = [
     "MixtureLayoutMixin",
     "MixtureParams",
     "check_min_scale",
-    "check_positive",
+    "check_temperature",
     "stateless_seed",
     "params_size",
     "param_slices",
@@ -72,24 +78,38 @@ class MixtureParams(NamedTuple):
 
     Attributes:
         logits: ``[..., K]`` unnormalised log mixture weights.
-        locs: ``[..., K, D]`` component means.
+        means: ``[..., K, D]`` component means.
         precisions_cholesky: precision Cholesky factors, shaped per covariance
-            type as described in :mod:`keras_gmm.ops.gaussian`.
+            type as described in :mod:`keras_gmm.ops.covariance`.
         covariance_type: "full", "tied", "diag" or "spherical".
     """
 
     logits: tf.Tensor
-    locs: tf.Tensor
+    means: tf.Tensor
     precisions_cholesky: tf.Tensor
     covariance_type: str
 
     @property
+    def locs(self):
+        """Deprecated name of :attr:`means`."""
+        warnings.warn(
+            "MixtureParams.locs is deprecated; use MixtureParams.means.",
+            DeprecationWarning, stacklevel=2,
+        )
+        return self.means
+
+    @property
+    def covariance(self):
+        """The :class:`keras_gmm.ops.covariance.CovarianceType` object."""
+        return covariance_lib.get(self.covariance_type)
+
+    @property
     def num_components(self):
-        return self.locs.shape[-2]
+        return self.means.shape[-2]
 
     @property
     def event_size(self):
-        return self.locs.shape[-1]
+        return self.means.shape[-1]
 
     @property
     def log_weights(self):
@@ -101,63 +121,24 @@ class MixtureParams(NamedTuple):
 
     def stddevs(self):
         """Marginal standard deviations, ``[..., K, D]`` (``[..., D]`` tied)."""
-        return gaussian.stddevs(
-            self.precisions_cholesky, self.covariance_type, self.event_size
-        )
+        return self.covariance.stddevs(self.precisions_cholesky, self.event_size)
 
     def covariances(self):
         """Component covariances, ``[..., K, D, D]`` (``[..., D, D]`` tied)."""
-        return gaussian.covariances(
-            self.precisions_cholesky, self.covariance_type, self.event_size
+        return self.covariance.covariance_matrices(
+            self.precisions_cholesky, self.event_size
         )
 
     def scale_tril(self):
         """Lower Cholesky factors of the component covariances."""
-        return gaussian.covariance_cholesky(
-            self.precisions_cholesky, self.covariance_type, self.event_size
+        return self.covariance.covariance_cholesky(
+            self.precisions_cholesky, self.event_size
         )
 
 
 # --------------------------------------------------------------------------
 # layout
 # --------------------------------------------------------------------------
-def check_positive(value, name, integer=False, hint=""):
-    """``value`` as a float (or int) if it is a finite number > 0 (a positive
-    integer when ``integer``), else a ValueError naming the argument and value.
-
-    The one validator of positive arguments for every keras_gmm class.
-    """
-    ok = (
-        not isinstance(value, bool)
-        and isinstance(value, (int, float, np.integer, np.floating))
-        and math.isfinite(value)
-        and value > 0
-        and (not integer or float(value).is_integer())
-    )
-    if not ok:
-        what = "a positive integer" if integer else "a finite number > 0"
-        raise ValueError(f"`{name}` must be {what}{hint}; received {name}={value!r}.")
-    return int(value) if integer else float(value)
-
-
-def _check_positive_int(value, name):
-    if isinstance(value, (float, np.floating)):  # 2.0 is not a count
-        raise ValueError(
-            f"`{name}` must be a positive integer; received {name}={value!r}."
-        )
-    return check_positive(value, name, integer=True)
-
-
-def _num_scale_params(num_components, event_size, covariance_type):
-    tril = event_size * (event_size + 1) // 2
-    return {
-        "full": num_components * tril,
-        "tied": tril,
-        "diag": num_components * event_size,
-        "spherical": num_components,
-    }[covariance_type]
-
-
 def params_size(num_components, event_size, covariance_type="diag"):
     """Number of values in the flat parameter tensor of a mixture.
 
@@ -170,37 +151,25 @@ def params_size(num_components, event_size, covariance_type="diag"):
     >>> params_size(3, 2, "full")  # 3 logits + 6 locs + 3 * 3 tril entries
     18
     """
-    num_components = _check_positive_int(num_components, "num_components")
-    event_size = _check_positive_int(event_size, "event_size")
-    check_covariance_type(covariance_type)
+    num_components = _validation.check_positive_int(num_components, "num_components")
+    event_size = _validation.check_positive_int(event_size, "event_size")
+    cov = covariance_lib.get(covariance_type)
     return (
         num_components
         + num_components * event_size
-        + _num_scale_params(num_components, event_size, covariance_type)
+        + cov.num_scale_params(num_components, event_size)
     )
 
 
 def param_slices(num_components, event_size, covariance_type="diag"):
-    """``{"logits": slice, "locs": slice, "scale": slice}`` into the flat axis."""
+    """``{"logits": slice, "means": slice, "scale": slice}`` into the flat axis."""
     size = params_size(num_components, event_size, covariance_type)
     k, kd = num_components, num_components * event_size
     return {
         "logits": slice(0, k),
-        "locs": slice(k, k + kd),
+        "means": slice(k, k + kd),
         "scale": slice(k + kd, size),
     }
-
-
-def _unflatten_last(x, shape):
-    """Reshape the last axis of ``x`` into ``shape`` (leading dims kept)."""
-    lead = x.shape[:-1]
-    if lead.is_fully_defined():
-        return tf.reshape(x, lead.as_list() + list(shape))
-    return tf.reshape(x, tf.concat([tf.shape(x)[:-1], shape], axis=0))
-
-
-def _positive_scale(raw, min_scale):
-    return tf.math.softplus(raw) + tf.cast(min_scale, raw.dtype)
 
 
 def inverse_scale_transform(scale, min_scale):
@@ -216,36 +185,6 @@ def inverse_scale_transform(scale, min_scale):
     return np.log(np.expm1(target))
 
 
-def _tril_gather_indices(event_size):
-    """Gather indices that place [diag (D), strict lower (row-major), 0] into a
-    ``D x D`` lower-triangular matrix (flattened)."""
-    d = event_size
-    zero_slot = d * (d + 1) // 2
-    idx = np.full((d, d), zero_slot, dtype=np.int32)
-    for i in range(d):
-        idx[i, i] = i
-        for j in range(i):
-            idx[i, j] = d + i * (i - 1) // 2 + j
-    return idx.reshape(-1)
-
-
-def _precision_cholesky_from_tril(raw, event_size, min_scale):
-    """raw ``[..., D(D+1)/2]`` -> upper-triangular ``P = W.T`` ``[..., D, D]``.
-
-    ``W`` (lower) holds ``1 / (softplus(raw_diag) + min_scale)`` on its diagonal
-    and the raw strictly-lower entries below it; ``W = inv(L)`` with ``L`` the
-    covariance Cholesky factor, whose diagonal is therefore
-    ``softplus(raw_diag) + min_scale``.
-    """
-    d = event_size
-    diag = tf.math.reciprocal(_positive_scale(raw[..., :d], min_scale))
-    zeros = tf.zeros_like(raw[..., :1])
-    vec = tf.concat([diag, raw[..., d:], zeros], axis=-1)
-    w = tf.gather(vec, _tril_gather_indices(d), axis=-1)
-    w = _unflatten_last(w, [d, d])
-    return tf.linalg.matrix_transpose(w)
-
-
 def split_params(params, num_components, event_size, covariance_type="diag",
                  min_scale=1e-3):
     """Flat parameters ``[..., params_size]`` -> :class:`MixtureParams`.
@@ -258,7 +197,7 @@ def split_params(params, num_components, event_size, covariance_type="diag",
         min_scale: positive floor added to every softplus scale.
 
     Returns:
-        ``MixtureParams(logits, locs, precisions_cholesky, covariance_type)``.
+        ``MixtureParams(logits, means, precisions_cholesky, covariance_type)``.
     """
     expected = params_size(num_components, event_size, covariance_type)
     params = tf.convert_to_tensor(params)
@@ -279,29 +218,21 @@ def split_params(params, num_components, event_size, covariance_type="diag",
         params = tf.cast(params, tf.float32)
     k, d = num_components, event_size
     # One split (not three slices): fewer ops in the training step.
-    logits, flat_locs, raw = tf.split(
+    logits, flat_means, raw = tf.split(
         params, [k, k * d, expected - k - k * d], axis=-1
     )
-    locs = _unflatten_last(flat_locs, [k, d])
-    if covariance_type == "diag":
-        prec_chol = tf.math.reciprocal(
-            _positive_scale(_unflatten_last(raw, [k, d]), min_scale)
-        )
-    elif covariance_type == "spherical":
-        prec_chol = tf.math.reciprocal(_positive_scale(raw, min_scale))
-    elif covariance_type == "full":
-        raw = _unflatten_last(raw, [k, d * (d + 1) // 2])
-        prec_chol = _precision_cholesky_from_tril(raw, d, min_scale)
-    else:  # tied
-        prec_chol = _precision_cholesky_from_tril(raw, d, min_scale)
-    return MixtureParams(logits, locs, prec_chol, covariance_type)
+    means = covariance_lib._unflatten_last(flat_means, [k, d])
+    prec_chol = covariance_lib.get(covariance_type).precisions_cholesky_from_raw(
+        raw, k, d, min_scale
+    )
+    return MixtureParams(logits, means, prec_chol, covariance_type)
 
 
 def check_min_scale(min_scale):
     """Raise a ValueError unless ``min_scale`` is a finite positive number."""
-    return check_positive(
+    return _validation.check_positive(
         min_scale, "min_scale",
-        hint=" (the floor added to every softplus scale, e.g. 1e-3)",
+        hint="the floor added to every softplus scale, e.g. 1e-3",
     )
 
 
@@ -326,9 +257,10 @@ class MixtureLayout:
 
     def __post_init__(self):
         check = {
-            "num_components": _check_positive_int(self.num_components, "num_components"),
-            "event_size": _check_positive_int(self.event_size, "event_size"),
-            "covariance_type": check_covariance_type(self.covariance_type),
+            "num_components": _validation.check_positive_int(
+                self.num_components, "num_components"),
+            "event_size": _validation.check_positive_int(self.event_size, "event_size"),
+            "covariance_type": covariance_lib.check(self.covariance_type),
             "min_scale": check_min_scale(self.min_scale),
         }
         for name, value in check.items():
@@ -383,7 +315,7 @@ def log_prob(mixture, x):
     return gaussian.log_mixture_prob(
         x,
         mixture.log_weights,
-        mixture.locs,
+        mixture.means,
         mixture.precisions_cholesky,
         mixture.covariance_type,
     )
@@ -392,23 +324,21 @@ def log_prob(mixture, x):
 def distribution(mixture):
     """A ``tfd.MixtureSameFamily(tfd.Categorical, tfd.MultivariateNormal*)``.
 
-    "diag" and "spherical" give ``MultivariateNormalDiag`` components, "full"
-    and "tied" ``MultivariateNormalTriL`` (with the covariance Cholesky factor
-    obtained from the precision factor by one triangular solve).
+    Matrix factors ("full", "tied") give ``MultivariateNormalTriL`` components
+    (the covariance Cholesky factor obtained from the precision factor by one
+    triangular solve), the others ``MultivariateNormalDiag``.
     """
-    ctype = mixture.covariance_type
-    if ctype in ("diag", "spherical"):
-        scale = mixture.stddevs()
-        components = tfd.MultivariateNormalDiag(loc=mixture.locs, scale_diag=scale)
-    else:
-        scale_tril = mixture.scale_tril()
-        if ctype == "tied":
-            scale_tril = tf.broadcast_to(
-                scale_tril[..., None, :, :],
-                tf.concat([tf.shape(mixture.locs), [mixture.event_size]], axis=0),
-            )
+    cov = mixture.covariance
+    if cov.matrix:
+        scale_tril = cov.per_component(
+            mixture.scale_tril(), mixture.num_components, event_rank=2
+        )
         components = tfd.MultivariateNormalTriL(
-            loc=mixture.locs, scale_tril=scale_tril
+            loc=mixture.means, scale_tril=scale_tril
+        )
+    else:
+        components = tfd.MultivariateNormalDiag(
+            loc=mixture.means, scale_diag=mixture.stddevs()
         )
     return tfd.MixtureSameFamily(
         mixture_distribution=tfd.Categorical(logits=mixture.logits),
@@ -418,7 +348,7 @@ def distribution(mixture):
 
 def mean(mixture):
     """Mixture mean ``sum_k w_k mu_k``: ``[..., D]``."""
-    return tf.einsum("...k,...kd->...d", mixture.weights, mixture.locs)
+    return tf.einsum("...k,...kd->...d", mixture.weights, mixture.means)
 
 
 def covariance(mixture):
@@ -428,89 +358,128 @@ def covariance(mixture):
     taken around the mixture mean for accuracy.
     """
     w = mixture.weights
-    centred = mixture.locs - mean(mixture)[..., None, :]
+    centred = mixture.means - mean(mixture)[..., None, :]
     between = tf.einsum("...k,...ki,...kj->...ij", w, centred, centred)
-    cov = mixture.covariances()
-    if mixture.covariance_type == "tied":
-        within = cov
-    else:
-        within = tf.einsum("...k,...kij->...ij", w, cov)
+    within = mixture.covariance.within(w, mixture.covariances(), event_rank=2)
     return within + between
 
 
 def variance(mixture):
     """Diagonal of the mixture covariance: ``[..., D]``."""
     w = mixture.weights
-    centred = mixture.locs - mean(mixture)[..., None, :]
+    centred = mixture.means - mean(mixture)[..., None, :]
     between = tf.einsum("...k,...kd->...d", w, tf.square(centred))
-    comp_var = tf.square(mixture.stddevs())
-    if mixture.covariance_type == "tied":
-        within = comp_var
-    else:
-        within = tf.einsum("...k,...kd->...d", w, comp_var)
+    within = mixture.covariance.within(w, tf.square(mixture.stddevs()), event_rank=1)
     return within + between
-
-
-def _gather_component(tensor, index, batch_rank):
-    return tf.gather(tensor, index, axis=batch_rank, batch_dims=batch_rank)
 
 
 def greedy(mixture):
     """Greedy mode: the mean of the most probable component, ``[..., D]``."""
     index = tf.argmax(mixture.logits, axis=-1, output_type=tf.int32)
     batch_rank = mixture.logits.shape.rank - 1
-    return _gather_component(mixture.locs, index, batch_rank)
+    return covariance_lib.gather_component(mixture.means, index, batch_rank)
 
 
-def sample(mixture, seed, temperature=1.0, sigma_temperature=1.0):
-    """One sample per batch element, vectorised and in-graph: ``[..., D]``.
+def check_temperature(value, name="temperature"):
+    """A temperature: a finite number >= 0 (a Python float), or a tensor
+    checked in-graph by ``tf.debugging`` assertions with the same message
+    (the returned tensor depends on them)."""
+    if tf.is_tensor(value):
+        value = tf.convert_to_tensor(value)
+        if not value.dtype.is_floating:
+            value = tf.cast(value, tf.float32)
+        message = f"`{name}` must be a finite number >= 0"
+        checks = [
+            tf.debugging.assert_all_finite(value, message),
+            tf.debugging.assert_non_negative(value, message=message),
+        ]
+        with tf.control_dependencies(checks):
+            return tf.identity(value)
+    return _validation.check_number(value, name, low=0.0)
+
+
+def _choose_components(logits, seed, temperature, n):
+    """Component indices by Gumbel-max from ``softmax(logits / temperature)``
+    (``temperature == 0``: the most probable component)."""
+    if n is not None:
+        logits = tf.broadcast_to(logits, tf.concat([[n], tf.shape(logits)], 0))
+    if isinstance(temperature, float) and temperature == 0:
+        return tf.argmax(logits, axis=-1, output_type=tf.int32)
+    dtype = logits.dtype
+    temperature = tf.cast(temperature, dtype)
+    # argmax(logits / T + g) ~ Categorical(softmax(logits / T)); as T -> 0 the
+    # Gumbel noise vanishes against the scaled logits.
+    u = tf.random.stateless_uniform(
+        tf.shape(logits), seed, minval=1e-20, maxval=1.0, dtype=dtype
+    )
+    gumbel = -tf.math.log(-tf.math.log(u))
+    scaled = logits / tf.maximum(temperature, tf.cast(1e-30, dtype))
+    return tf.argmax(scaled + gumbel, axis=-1, output_type=tf.int32)
+
+
+def sample(mixture, seed, temperature=1.0, sigma_temperature=1.0, n=None,
+           components=None, return_components=False):
+    """Samples of a mixture, vectorised and in-graph: the one sampler.
+
+    Two forms:
+
+    - ``n=None``: one sample per batch element of a (batched) mixture, e.g. a
+      mixture density head's output: ``[..., D]``;
+    - ``n`` given: ``n`` samples of an un-batched mixture (a fitted or prior
+      mixture, ``logits [K]``): ``[n, D]``.
 
     The component is drawn from ``softmax(logits / temperature)`` with the
-    Gumbel-max trick, then the point from that component with its standard
-    deviations multiplied by ``sigma_temperature`` (its covariance by
-    ``sigma_temperature**2``). ``temperature=0`` picks the most probable
-    component; with ``sigma_temperature=0`` as well the result equals
-    :func:`greedy`.
+    Gumbel-max trick (or given as ``components``), then the point from that
+    component with its standard deviations multiplied by
+    ``sigma_temperature`` (its covariance by ``sigma_temperature**2``). The
+    draw is reparameterized per component (``mean + L z``): gradients reach
+    the means and scales, not the discrete choice. ``temperature=0`` picks
+    the most probable component; with ``sigma_temperature=0`` as well the
+    result equals :func:`greedy`.
 
     Args:
         mixture: a :class:`MixtureParams`.
         seed: a shape ``[2]`` integer tensor for TensorFlow's stateless random
-            ops (the same seed gives the same samples).
-        temperature: non-negative float or scalar tensor.
-        sigma_temperature: non-negative float or scalar tensor.
+            ops (the same seed gives the same samples), see
+            :func:`stateless_seed`.
+        temperature: finite number >= 0, or a scalar tensor.
+        sigma_temperature: finite number >= 0, or a scalar tensor.
+        n: the number of samples of an un-batched mixture (int or int scalar
+            tensor), or None.
+        components: None, or int32 component indices, one per sample
+            (shape ``[n]`` or the batch shape).
+        return_components: also return the component indices.
+
+    Returns:
+        ``x`` (and ``components`` when ``return_components``).
+
+    Example:
+
+    >>> import tensorflow as tf
+    >>> m = MixtureParams(tf.zeros([2]), tf.constant([[0.0], [10.0]]),
+    ...                   tf.ones([2, 1]), "diag")
+    >>> x, c = sample(m, tf.constant([1, 2]), n=5, return_components=True)
+    >>> x.shape, c.shape
+    (TensorShape([5, 1]), TensorShape([5]))
     """
+    temperature = check_temperature(temperature, "temperature")
+    sigma_temperature = check_temperature(sigma_temperature, "sigma_temperature")
     logits = mixture.logits
     dtype = logits.dtype
-    for name, value in (("temperature", temperature),
-                        ("sigma_temperature", sigma_temperature)):
-        if isinstance(value, (int, float)):
-            if value < 0:
-                raise ValueError(f"`{name}` must be >= 0; received {name}={value}.")
-        else:
-            tf.debugging.assert_non_negative(value, message=f"`{name}` must be >= 0")
-    seed = tf.cast(seed, tf.int64)
-    seeds = tf.random.experimental.stateless_split(seed, num=2)
-    batch_rank = logits.shape.rank - 1
-    if isinstance(temperature, (int, float)) and temperature == 0:
-        index = tf.argmax(logits, axis=-1, output_type=tf.int32)
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=2)
+    if n is not None and not tf.is_tensor(n):
+        n = _validation.check_int(n, "n", minimum=0)
+    if components is None:
+        components = _choose_components(logits, seeds[0], temperature, n)
     else:
-        temperature = tf.cast(temperature, dtype)
-        # Gumbel-max: argmax(logits / T + g) ~ Categorical(softmax(logits / T)).
-        # As T -> 0 the Gumbel noise vanishes against the scaled logits.
-        u = tf.random.stateless_uniform(
-            tf.shape(logits), seeds[0], minval=1e-20, maxval=1.0, dtype=dtype
-        )
-        gumbel = -tf.math.log(-tf.math.log(u))
-        scaled = logits / tf.maximum(temperature, tf.cast(1e-30, dtype))
-        index = tf.argmax(scaled + gumbel, axis=-1, output_type=tf.int32)
-    loc = _gather_component(mixture.locs, index, batch_rank)
-    if mixture.covariance_type == "tied":
-        prec_chol = mixture.precisions_cholesky
-    else:
-        prec_chol = _gather_component(mixture.precisions_cholesky, index, batch_rank)
+        components = tf.cast(components, tf.int32)
+    batch_rank = 0 if n is not None else logits.shape.rank - 1
+    cov = mixture.covariance
+    loc = covariance_lib.gather_component(mixture.means, components, batch_rank)
+    factor = cov.select(mixture.precisions_cholesky, components, batch_rank)
     z = tf.random.stateless_normal(tf.shape(loc), seeds[1], dtype=dtype)
-    noise = gaussian.scale_noise(z, prec_chol, mixture.covariance_type)
-    return loc + tf.cast(sigma_temperature, dtype) * noise
+    x = loc + tf.cast(sigma_temperature, dtype) * cov.scale_noise(z, factor)
+    return (x, components) if return_components else x
 
 
 def stateless_seed(seed, seed_generator):
@@ -518,12 +487,18 @@ def stateless_seed(seed, seed_generator):
 
     ``seed``: None (draw from the layer's ``keras.random.SeedGenerator``, so
     each call differs and the generator's state is saved with the layer), an
-    int, or a scalar/shape-[2] integer tensor.
+    int in ``[0, 2**63 - 1]``, or a scalar/shape-[2] integer tensor.
     """
     if seed is None:
         return tf.cast(seed_generator.next(), tf.int64)
-    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
-        return tf.constant([int(seed), 0], dtype=tf.int64)
+    if not tf.is_tensor(seed):
+        return tf.constant([_validation.check_seed(seed, allow_none=False), 0],
+                           dtype=tf.int64)
+    if not seed.dtype.is_integer:
+        raise ValueError(
+            f"`seed` must be an integer tensor; received a tensor of dtype "
+            f"{seed.dtype.name}."
+        )
     seed = tf.cast(seed, tf.int64)
     if seed.shape.rank == 0:
         return tf.stack([seed, tf.zeros_like(seed)])

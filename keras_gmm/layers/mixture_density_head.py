@@ -1,10 +1,14 @@
 """MixtureDensityHead: a network output that is a Gaussian mixture."""
 
+import warnings
+
 import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_gmm import _validation
 from keras_gmm import mixture as mixture_lib
+from keras_gmm.ops import covariance as covariance_lib
 from keras_gmm.losses import GMMNegLogLik, check_targets
 
 __all__ = ["MixtureDensityHead"]
@@ -54,8 +58,9 @@ class MixtureDensityHead(mixture_lib.MixtureLayoutMixin, keras.layers.Layer):
             component) or "tied" (one full covariance shared by the components).
         min_scale: positive floor added to every softplus scale (default 1e-3);
             bounds every component's peak density.
-        logits_gain, locs_gain, scale_gain: positive gains of the three
-            output groups (defaults 5, 2, 5; see above).
+        logits_gain, means_gain, scale_gain: positive gains of the three
+            output groups (defaults 5, 2, 5; see above). ``locs_gain`` is the
+            deprecated name of ``means_gain``.
         kernel_initializer: initializer of the ``[F, params_size]`` kernel.
         kernel_regularizer, bias_regularizer: optional regularizers.
         seed: optional int seeding the initial component means and the default
@@ -96,7 +101,7 @@ class MixtureDensityHead(mixture_lib.MixtureLayoutMixin, keras.layers.Layer):
         covariance_type="diag",
         min_scale=1e-3,
         logits_gain=5.0,
-        locs_gain=2.0,
+        means_gain=2.0,
         scale_gain=5.0,
         kernel_initializer="glorot_uniform",
         kernel_regularizer=None,
@@ -104,19 +109,24 @@ class MixtureDensityHead(mixture_lib.MixtureLayoutMixin, keras.layers.Layer):
         seed=None,
         **kwargs,
     ):
+        if "locs_gain" in kwargs:  # the name before 0.2 (saved configs use it)
+            warnings.warn(
+                "MixtureDensityHead(locs_gain=...) is deprecated; use means_gain.",
+                DeprecationWarning, stacklevel=2,
+            )
+            means_gain = kwargs.pop("locs_gain")
         super().__init__(**kwargs)
         self.layout = mixture_lib.MixtureLayout(
             num_components, event_size, covariance_type, min_scale
         )
         self.units = self.layout.params_size
-        self.logits_gain = mixture_lib.check_positive(logits_gain, "logits_gain")
-        self.locs_gain = mixture_lib.check_positive(locs_gain, "locs_gain")
-        self.scale_gain = mixture_lib.check_positive(scale_gain, "scale_gain")
-        if seed is not None and (
-            isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
-        ):
-            raise ValueError(f"`seed` must be None or an int; received seed={seed!r}.")
-        self.seed = None if seed is None else int(seed)
+        self.logits_gain = _validation.check_positive(logits_gain, "logits_gain")
+        self.means_gain = _validation.check_positive(means_gain, "means_gain")
+        self.scale_gain = _validation.check_positive(scale_gain, "scale_gain")
+        self.seed = _validation.check_seed(seed)
+        # The head is applied position by position: a mask over the leading
+        # (e.g. time) axes of the input passes through unchanged.
+        self.supports_masking = True
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self.bias_regularizer = keras.regularizers.get(bias_regularizer)
@@ -124,9 +134,14 @@ class MixtureDensityHead(mixture_lib.MixtureLayoutMixin, keras.layers.Layer):
         self._slices = self.layout.slices()
         gains = np.empty(self.units, dtype=np.float32)
         gains[self._slices["logits"]] = self.logits_gain
-        gains[self._slices["locs"]] = self.locs_gain
+        gains[self._slices["means"]] = self.means_gain
         gains[self._slices["scale"]] = self.scale_gain
         self._gains = gains
+
+    @property
+    def locs_gain(self):
+        """Deprecated name of :attr:`means_gain`."""
+        return self.means_gain
 
     # ------------------------------------------------------------------ build
     # The stored kernel and bias are the affine map divided by the gains, so
@@ -144,17 +159,11 @@ class MixtureDensityHead(mixture_lib.MixtureLayoutMixin, keras.layers.Layer):
         raw_scale = mixture_lib.inverse_scale_transform(
             max(_INITIAL_SCALE, 2.0 * self.min_scale), self.min_scale
         )
-        scale = self._slices["scale"]
-        if self.covariance_type in ("diag", "spherical"):
-            base[scale] = raw_scale
-        else:
-            # Per triangular block: D diagonal entries first, then off-diagonals.
-            d = self.event_size
-            block = np.zeros(d * (d + 1) // 2)
-            block[:d] = raw_scale
-            base[scale] = np.tile(block, (scale.stop - scale.start) // block.size)
+        base[self._slices["scale"]] = covariance_lib.get(
+            self.covariance_type
+        ).initial_raw_scales(self.num_components, self.event_size, raw_scale)
         loc_mask = np.zeros(shape, dtype=np.float64)
-        loc_mask[self._slices["locs"]] = _INITIAL_LOC_SPREAD
+        loc_mask[self._slices["means"]] = _INITIAL_LOC_SPREAD
         # Spread means: seeded by `seed`, else by keras.utils.set_random_seed.
         noise = keras.random.normal(shape, seed=self.seed_generator, dtype=dtype)
         bias = tf.constant(base / self._gains, dtype) + noise * tf.constant(
@@ -220,11 +229,11 @@ class MixtureDensityHead(mixture_lib.MixtureLayoutMixin, keras.layers.Layer):
         for every covariance type) and, for "full" ``scale_tril [..., K, D, D]``
         / for "tied" ``scale_tril [..., D, D]`` (covariance Cholesky factors)."""
         m = self.mixture(params)
-        stddevs = m.stddevs()
-        if self.covariance_type == "tied":  # same [..., K, D] for every type
-            stddevs = tf.broadcast_to(stddevs[..., None, :], tf.shape(m.locs))
-        out = {"weights": m.weights, "means": m.locs, "stddevs": stddevs}
-        if self.covariance_type in ("full", "tied"):
+        cov = m.covariance
+        # the same [..., K, D] for every type (a tied one broadcast)
+        stddevs = cov.per_component(m.stddevs(), self.num_components, event_rank=1)
+        out = {"weights": m.weights, "means": m.means, "stddevs": stddevs}
+        if cov.matrix:
             out["scale_tril"] = m.scale_tril()
         return out
 
@@ -273,7 +282,7 @@ class MixtureDensityHead(mixture_lib.MixtureLayoutMixin, keras.layers.Layer):
         config.update(
             {
                 "logits_gain": self.logits_gain,
-                "locs_gain": self.locs_gain,
+                "means_gain": self.means_gain,
                 "scale_gain": self.scale_gain,
                 "kernel_initializer": keras.initializers.serialize(
                     self.kernel_initializer

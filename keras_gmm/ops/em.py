@@ -63,7 +63,8 @@ Design
   ``reg_covar``, scaled data). Under ``jit_compile=True`` XLA drops assertions:
   the caller must then check the returned factor eagerly with
   :func:`check_precisions_cholesky` (the factor is NaN, never silently wrong).
-* One small function per covariance type, chosen through a dict.
+* The per-covariance-type algebra (moments, scatter, covariances <->
+  precision factors) is asked of :mod:`keras_gmm.ops.covariance`.
 * Initialisation (:func:`kmeans_plusplus`, :func:`kmeans`, :func:`random_resp`,
   :func:`random_from_data_resp`, :func:`parameters_from_resp`) mirrors
   scikit-learn's ``init_params`` with TF stateless RNG (``seed``: a shape-[2]
@@ -82,8 +83,8 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from keras_gmm.ops import gaussian
-from keras_gmm.ops.gaussian import COVARIANCE_TYPES, check_covariance_type
+from keras_gmm.ops import covariance, gaussian
+from keras_gmm.ops.covariance import COVARIANCE_TYPES
 
 __all__ = [
     "COVARIANCE_TYPES",
@@ -112,7 +113,6 @@ __all__ = [
     "lower_bound",
     "EXPANSION_RTOL",
     "batch_statistics",
-    "em_iterations",
     "default_chunk_size",
     "recentred_statistics",
     "stepwise_statistics",
@@ -154,7 +154,6 @@ def e_step(x, log_weights, means, precisions_cholesky, covariance_type):
         ``(log_resp [N, K], log_prob [N])`` from
         :func:`keras_gmm.ops.gaussian.log_responsibilities`.
     """
-    check_covariance_type(covariance_type)
     return gaussian.log_responsibilities(
         x, log_weights, means, precisions_cholesky, covariance_type
     )
@@ -197,74 +196,6 @@ class Stats(NamedTuple):
 #   then ``sum_n r (x - c)^2 = r^T x^2 - 2 c r^T x + nk c^2``, two
 #   ``[K, N] x [N, D]`` products, with relative error ``eps * kappa``
 #   (:func:`keras_gmm.ops.gaussian.expansion_condition`).
-def _moments_full(resp, x, shift, expand):
-    a = resp[:, :, None] * (x[:, None, :] - shift)  # [N, K, D]
-    sum_dx = tf.reduce_sum(a, axis=0)
-    moment = tf.einsum("nkd,ne->kde", a, x) - sum_dx[:, :, None] * shift[:, None, :]
-    return sum_dx, 0.5 * (moment + tf.linalg.matrix_transpose(moment))
-
-
-def _moments_tied(resp, x, shift, expand):
-    a = resp[:, :, None] * (x[:, None, :] - shift)  # [N, K, D]
-    sum_dx = tf.reduce_sum(a, axis=0)
-    moment = tf.matmul(tf.reduce_sum(a, axis=1), x, transpose_a=True) - tf.matmul(
-        sum_dx, shift, transpose_a=True
-    )
-    return sum_dx, 0.5 * (moment + tf.transpose(moment))
-
-
-def _expanded_first_moments(resp, x, shift):
-    nk = tf.reduce_sum(resp, axis=0)[:, None]
-    s1 = tf.matmul(resp, x, transpose_a=True)
-    return nk, s1, s1 - nk * shift
-
-
-def _moments_diag(resp, x, shift, expand):
-    if not expand:
-        dx = x[:, None, :] - shift
-        return (
-            tf.einsum("nk,nkd->kd", resp, dx),
-            tf.einsum("nk,nkd->kd", resp, tf.square(dx)),
-        )
-    nk, s1, sum_dx = _expanded_first_moments(resp, x, shift)
-    s2 = tf.matmul(resp, tf.square(x), transpose_a=True)
-    return sum_dx, tf.maximum(s2 - 2.0 * shift * s1 + nk * tf.square(shift), 0.0)
-
-
-def _moments_spherical(resp, x, shift, expand):
-    if not expand:
-        dx = x[:, None, :] - shift
-        return (
-            tf.einsum("nk,nkd->kd", resp, dx),
-            tf.einsum("nk,nkd->k", resp, tf.square(dx)),
-        )
-    nk, s1, sum_dx = _expanded_first_moments(resp, x, shift)
-    s2 = tf.linalg.matvec(resp, tf.reduce_sum(tf.square(x), axis=-1), adjoint_a=True)
-    moment = (
-        s2
-        - 2.0 * tf.reduce_sum(shift * s1, axis=-1)
-        + nk[:, 0] * tf.reduce_sum(tf.square(shift), axis=-1)
-    )
-    return sum_dx, tf.maximum(moment, 0.0)
-
-
-_MOMENTS = {
-    "full": _moments_full,
-    "tied": _moments_tied,
-    "diag": _moments_diag,
-    "spherical": _moments_spherical,
-}
-
-
-def _second_moment_shape(n_components, n_features, covariance_type):
-    return {
-        "full": (n_components, n_features, n_features),
-        "tied": (n_features, n_features),
-        "diag": (n_components, n_features),
-        "spherical": (n_components,),
-    }[covariance_type]
-
-
 def sufficient_statistics(x, resp, shift, covariance_type, expand=False):
     """Shifted sufficient statistics of one batch.
 
@@ -282,24 +213,22 @@ def sufficient_statistics(x, resp, shift, covariance_type, expand=False):
     Returns:
         A :class:`Stats` of plain sums over the batch.
     """
-    check_covariance_type(covariance_type)
+    cov = covariance.get(covariance_type)
     resp = tf.cast(resp, x.dtype)
     shift = tf.cast(shift, x.dtype)
     ref = tf.reduce_mean(shift, axis=0)
     x, shift = x - ref, shift - ref
-    sum_dx, sum_dxdx = _MOMENTS[covariance_type](resp, x, shift, expand)
+    sum_dx, sum_dxdx = cov.moments(resp, x, shift, expand)
     return Stats(tf.reduce_sum(resp, axis=0), sum_dx, sum_dxdx)
 
 
 def zero_statistics(n_components, n_features, covariance_type, dtype=tf.float32):
     """A :class:`Stats` of zeros, the start of an accumulation."""
-    check_covariance_type(covariance_type)
+    cov = covariance.get(covariance_type)
     return Stats(
         tf.zeros((n_components,), dtype),
         tf.zeros((n_components, n_features), dtype),
-        tf.zeros(
-            _second_moment_shape(n_components, n_features, covariance_type), dtype
-        ),
+        tf.zeros(cov.second_moment_shape(n_components, n_features), dtype),
     )
 
 
@@ -311,49 +240,10 @@ def add_statistics(a, b):
 # --------------------------------------------------------------------------
 # M-step
 # --------------------------------------------------------------------------
-def _add_to_diagonal(matrix, value):
-    return tf.linalg.set_diag(matrix, tf.linalg.diag_part(matrix) + value)
-
-
-# Scatter around the new means, sum_n r_nk (x_n - mean_k)(...)^T in the layout
-# of Stats.sum_dxdx, from statistics around the shift (exact algebra, see the
-# module docstring); clipped at 0 where a rounding could make it negative.
-def _scatter_full(stats, nk_eps, d):
-    coef = 2.0 * nk_eps - stats.nk
-    return stats.sum_dxdx - coef[:, None, None] * (d[:, :, None] * d[:, None, :])
-
-
-def _scatter_tied(stats, nk_eps, d):
-    coef = 2.0 * nk_eps - stats.nk
-    return stats.sum_dxdx - tf.einsum("k,kd,ke->de", coef, d, d)
-
-
-def _scatter_diag(stats, nk_eps, d):
-    coef = 2.0 * nk_eps - stats.nk
-    return tf.maximum(stats.sum_dxdx - coef[:, None] * tf.square(d), 0.0)
-
-
-def _scatter_spherical(stats, nk_eps, d):
-    coef = 2.0 * nk_eps - stats.nk
-    return tf.maximum(stats.sum_dxdx - coef * tf.reduce_sum(tf.square(d), -1), 0.0)
-
-
-_SCATTER = {
-    "full": _scatter_full,
-    "tied": _scatter_tied,
-    "diag": _scatter_diag,
-    "spherical": _scatter_spherical,
-}
-
-
-def _covariances_from_scatter(scatter, nk_eps, n_features, covariance_type, reg_covar):
-    if covariance_type == "full":
-        return _add_to_diagonal(scatter / nk_eps[:, None, None], reg_covar)
-    if covariance_type == "tied":
-        return _add_to_diagonal(scatter / tf.reduce_sum(nk_eps), reg_covar)
-    if covariance_type == "diag":
-        return scatter / nk_eps[:, None] + reg_covar
-    return scatter / (nk_eps * n_features) + reg_covar
+def _scatter(cov, stats, nk_eps, d):
+    """Scatter around the new means from statistics around the shift (exact
+    algebra, see the module docstring), in the layout of ``Stats.sum_dxdx``."""
+    return cov.scatter(stats.nk, stats.sum_dx, stats.sum_dxdx, nk_eps, d)
 
 
 def estimate_gaussian_parameters(stats, shift, covariance_type, reg_covar):
@@ -364,16 +254,15 @@ def estimate_gaussian_parameters(stats, shift, covariance_type, reg_covar):
         covariances in scikit-learn's layout (full ``[K, D, D]``, tied
         ``[D, D]``, diag ``[K, D]``, spherical ``[K]``), ``reg_covar`` added.
     """
-    check_covariance_type(covariance_type)
+    cov = covariance.get(covariance_type)
     dtype = stats.nk.dtype
     eps = tf.constant(10.0 * _finfo_eps(dtype), dtype)
     nk_eps = stats.nk + eps
     d = stats.sum_dx / nk_eps[:, None]
     means = tf.cast(shift, dtype) + d
     reg = tf.cast(reg_covar, dtype)
-    scatter = _SCATTER[covariance_type](stats, nk_eps, d)
-    covariances = _covariances_from_scatter(
-        scatter, nk_eps, d.shape[-1], covariance_type, reg
+    covariances = cov.covariances_from_scatter(
+        _scatter(cov, stats, nk_eps, d), nk_eps, d.shape[-1], reg
     )
     return nk_eps, means, covariances
 
@@ -419,12 +308,12 @@ def recentred_statistics(stats, covariance_type):
     decayed statistics can be carried from one step to the next around the
     moving means without ever forming ``E[x^2] - mu^2``.
     """
-    check_covariance_type(covariance_type)
+    cov = covariance.get(covariance_type)
     dtype = stats.nk.dtype
     nk_eps = stats.nk + tf.constant(10.0 * _finfo_eps(dtype), dtype)
     d = stats.sum_dx / nk_eps[:, None]
     return Stats(stats.nk, tf.zeros_like(stats.sum_dx),
-                 _SCATTER[covariance_type](stats, nk_eps, d))
+                 _scatter(cov, stats, nk_eps, d))
 
 
 def scatter_from_covariances(weights, covariances, covariance_type, reg_covar,
@@ -433,17 +322,10 @@ def scatter_from_covariances(weights, covariances, covariance_type, reg_covar,
     units of a fraction of the data (``nk = weights``): the inverse of the
     M-step's ``covariance = scatter / nk + reg_covar``. Starts stepwise EM from
     a batch fit."""
-    check_covariance_type(covariance_type)
     w = tf.convert_to_tensor(weights)
-    cov = tf.cast(covariances, w.dtype)
-    reg = tf.cast(reg_covar, w.dtype)
-    if covariance_type == "full":
-        return w[:, None, None] * _add_to_diagonal(cov, -reg)
-    if covariance_type == "tied":
-        return tf.reduce_sum(w) * _add_to_diagonal(cov, -reg)
-    if covariance_type == "diag":
-        return w[:, None] * (cov - reg)
-    return w * (cov - reg) * n_features
+    return covariance.get(covariance_type).scatter_from_covariances(
+        w, tf.cast(covariances, w.dtype), tf.cast(reg_covar, w.dtype), n_features
+    )
 
 
 def stepwise_statistics(running, batch, batch_size, step_size):
@@ -496,7 +378,7 @@ def batch_statistics(x, weights, means, precisions_cholesky, covariance_type, fa
     Returns:
         ``(Stats, sum of log p(x_n))`` in the dtype of ``x``.
     """
-    check_covariance_type(covariance_type)
+    cov = covariance.get(covariance_type)
     dtype = x.dtype
 
     def run(compute_dtype, expand):
@@ -514,7 +396,7 @@ def batch_statistics(x, weights, means, precisions_cholesky, covariance_type, fa
         out = (stats, tf.reduce_sum(log_prob))
         return tf.nest.map_structure(lambda t: tf.cast(t, dtype), out)
 
-    if not fast or covariance_type in ("full", "tied"):
+    if not fast or not cov.expandable:
         return run(dtype, expand=False)
     if dtype == tf.float64:
         return run(dtype, expand=True)
@@ -533,104 +415,9 @@ def default_chunk_size(n_components, n_features, covariance_type):
     measured 2x faster per iteration than 16 MiB on the benchmark's full
     case); diag/spherical only ``[chunk, K]`` ones, so larger chunks."""
     kd = max(n_components * n_features, 1)
-    if covariance_type in ("full", "tied"):
+    if not covariance.get(covariance_type).expandable:
         return max(256, (1 << 19) // kd)
     return max(1024, (1 << 23) // kd)
-
-
-def em_iterations(
-    x, weights, means, precisions_cholesky, covariance_type, reg_covar, max_iter,
-    tol, chunk_size=None, prev_bound=-np.inf, iter_limit=None,
-):
-    """Up to ``max_iter`` EM iterations over in-memory data, in one graph.
-
-    Meant to be wrapped in ``tf.function(jit_compile=True)``: the iterations
-    are a ``tf.while_loop`` and each pass walks the data in chunks of
-    ``chunk_size`` rows (a ``tf.while_loop`` too; the last chunk padded and
-    masked), so the
-    working set is ``O(chunk_size * K * D)`` whatever ``N``.
-
-    Args:
-        x: ``[N, D]`` data (static shape).
-        weights, means, precisions_cholesky: initial parameters.
-        covariance_type: one of ``COVARIANCE_TYPES``.
-        reg_covar: added to the covariance diagonals.
-        max_iter: Python int, the most iterations.
-        tol: stop when the lower bound changes by less than ``tol``.
-        chunk_size: rows per chunk (default :func:`default_chunk_size`).
-        prev_bound: the lower bound of the iteration before the first one
-            (to continue a run: convergence compares with it).
-        iter_limit: a scalar tensor ``<= max_iter``: run at most this many
-            iterations now (default ``max_iter``). A caller can step through a
-            run one iteration per call without a new trace.
-
-    Returns:
-        ``(weights, means, precisions_cholesky, bounds [max_iter], n_iter,
-        converged, failed)``: the parameters after the last successful M-step,
-        the lower bound of each iteration (``bounds[:n_iter]``), and
-        ``failed`` True if an M-step gave a non-finite precision factor (the
-        returned parameters are then the ones before it, see
-        :func:`check_precisions_cholesky`).
-    """
-    check_covariance_type(covariance_type)
-    n, d = int(x.shape[0]), int(x.shape[1])
-    k = int(means.shape[0])
-    dtype = x.dtype
-    if chunk_size is None:
-        chunk_size = default_chunk_size(k, d, covariance_type)
-    chunk_size = min(int(chunk_size), n)
-    n_chunks = -(-n // chunk_size)
-    reg_covar = tf.cast(reg_covar, dtype)
-    tol = tf.cast(tol, dtype)
-
-    def chunk(i):
-        # The last chunk repeats the final row up to chunk_size rows, masked
-        # out: one chunk graph to compile, not a second one for the tail.
-        rows = i * chunk_size + tf.range(chunk_size)
-        if n % chunk_size == 0:
-            return tf.gather(x, rows), None
-        return tf.gather(x, tf.minimum(rows, n - 1)), tf.cast(rows < n, dtype)
-
-    def one_pass(params):
-        w, mu, pc = params
-
-        def body(i, stats, log_prob_sum):
-            rows, mask = chunk(i)
-            s, lp = batch_statistics(rows, w, mu, pc, covariance_type, mask=mask)
-            return i + 1, add_statistics(stats, s), log_prob_sum + lp
-
-        zero = zero_statistics(k, d, covariance_type, dtype)
-        _, stats, log_prob_sum = tf.while_loop(
-            lambda i, *_: i < n_chunks, body, (0, zero, tf.zeros((), dtype))
-        )
-        new_w, new_mu, _, new_pc = m_step(stats, mu, covariance_type, reg_covar)
-        return log_prob_sum / n, (new_w, new_mu, new_pc)
-
-    limit = max_iter if iter_limit is None else iter_limit
-
-    def cond(it, params, prev, bounds, converged, failed):
-        return (it < limit) & ~converged & ~failed
-
-    def body(it, params, prev, bounds, converged, failed):
-        bound, new = one_pass(params)
-        bounds = tf.tensor_scatter_nd_update(bounds, [[it]], [bound])
-        ok = tf.reduce_all(tf.math.is_finite(new[2])) & tf.math.is_finite(bound)
-        params = tf.nest.map_structure(
-            lambda a, b: tf.where(ok, a, b), new, params
-        )
-        converged = ok & (tf.abs(bound - prev) < tol)
-        return it + 1, params, bound, bounds, converged, ~ok
-
-    params = tuple(
-        tf.cast(t, dtype) for t in (weights, means, precisions_cholesky)
-    )
-    init = (
-        tf.constant(0), params, tf.cast(prev_bound, dtype),
-        tf.fill([max_iter], tf.constant(np.nan, dtype)), tf.constant(False),
-        tf.constant(False),
-    )
-    it, params, _, bounds, converged, failed = tf.while_loop(cond, body, init)
-    return (*params, bounds, it, converged, failed)
 
 
 # --------------------------------------------------------------------------
@@ -651,34 +438,6 @@ def check_precisions_cholesky(precisions_cholesky):
     return tf.debugging.assert_all_finite(precisions_cholesky, message)
 
 
-def _prec_chol_from_cov_matrix(covariances):
-    n_features = covariances.shape[-1]
-    cov_chol = tf.linalg.cholesky(covariances)
-    eye = tf.eye(n_features, batch_shape=tf.shape(covariances)[:-2],
-                 dtype=covariances.dtype)
-    return tf.linalg.matrix_transpose(
-        tf.linalg.triangular_solve(cov_chol, eye, lower=True)
-    )
-
-
-def _prec_chol_from_cov_vector(covariances):
-    # sklearn raises for covariances <= 0; 1/sqrt gives inf or NaN there.
-    positive = covariances > 0
-    return tf.where(
-        positive,
-        tf.math.rsqrt(tf.where(positive, covariances, tf.ones_like(covariances))),
-        tf.constant(float("nan"), covariances.dtype),
-    )
-
-
-_PREC_CHOL_FROM_COV = {
-    "full": _prec_chol_from_cov_matrix,
-    "tied": _prec_chol_from_cov_matrix,
-    "diag": _prec_chol_from_cov_vector,
-    "spherical": _prec_chol_from_cov_vector,
-}
-
-
 def precisions_cholesky_from_covariances(covariances, covariance_type):
     """scikit-learn's ``_compute_precision_cholesky``.
 
@@ -687,13 +446,10 @@ def precisions_cholesky_from_covariances(covariances, covariance_type):
     A covariance that is not positive definite raises (see
     :func:`check_precisions_cholesky`).
     """
-    check_covariance_type(covariance_type)
-    prec_chol = _PREC_CHOL_FROM_COV[covariance_type](covariances)
+    prec_chol = covariance.get(covariance_type).precisions_cholesky_from_covariances(
+        covariances
+    )
     return check_precisions_cholesky(prec_chol)
-
-
-def _flip(matrix):
-    return tf.reverse(matrix, axis=[-2, -1])
 
 
 def precisions_cholesky_from_precisions(precisions, covariance_type):
@@ -703,11 +459,9 @@ def precisions_cholesky_from_precisions(precisions, covariance_type):
     ``J cholesky(J precision J) J`` (``J`` reverses rows and columns);
     diag/spherical: ``sqrt(precision)``.
     """
-    check_covariance_type(covariance_type)
-    if covariance_type in ("full", "tied"):
-        prec_chol = _flip(tf.linalg.cholesky(_flip(precisions)))
-    else:
-        prec_chol = tf.sqrt(precisions)
+    prec_chol = covariance.get(covariance_type).precisions_cholesky_from_precisions(
+        precisions
+    )
     return check_precisions_cholesky(prec_chol)
 
 
@@ -716,11 +470,7 @@ def covariances_from_precisions_cholesky(precisions_cholesky, covariance_type):
 
     Full ``[K, D, D]``, tied ``[D, D]``, diag ``[K, D]``, spherical ``[K]``.
     """
-    check_covariance_type(covariance_type)
-    if covariance_type in ("full", "tied"):
-        n_features = precisions_cholesky.shape[-1]
-        return gaussian.covariances(precisions_cholesky, covariance_type, n_features)
-    return tf.math.reciprocal(tf.square(precisions_cholesky))
+    return covariance.get(covariance_type).covariances(precisions_cholesky)
 
 
 def covariances_from_precisions(precisions, covariance_type):
@@ -879,30 +629,6 @@ def random_from_data_resp(n_samples, n_components, seed, dtype=tf.float32):
     )
 
 
-def _scatter_of_labels_full(dx, labels, k):
-    return tf.math.unsorted_segment_sum(dx[:, :, None] * dx[:, None, :], labels, k)
-
-
-def _scatter_of_labels_tied(dx, labels, k):
-    return tf.matmul(dx, dx, transpose_a=True)
-
-
-def _scatter_of_labels_diag(dx, labels, k):
-    return tf.math.unsorted_segment_sum(tf.square(dx), labels, k)
-
-
-def _scatter_of_labels_spherical(dx, labels, k):
-    return tf.math.unsorted_segment_sum(tf.reduce_sum(tf.square(dx), -1), labels, k)
-
-
-_SCATTER_OF_LABELS = {
-    "full": _scatter_of_labels_full,
-    "tied": _scatter_of_labels_tied,
-    "diag": _scatter_of_labels_diag,
-    "spherical": _scatter_of_labels_spherical,
-}
-
-
 def parameters_from_labels(x, labels, n_components, covariance_type, reg_covar):
     """:func:`parameters_from_resp` for one-hot responsibilities, from the
     labels: segment sums, memory ``N * D`` (``N * D^2`` for "full") instead of
@@ -912,16 +638,16 @@ def parameters_from_labels(x, labels, n_components, covariance_type, reg_covar):
     Returns:
         ``(weights [K], means [K, D], covariances, precisions_cholesky)``.
     """
-    check_covariance_type(covariance_type)
+    cov = covariance.get(covariance_type)
     k = n_components
     dtype = x.dtype
     eps = tf.constant(10.0 * _finfo_eps(dtype), dtype)
     nk_eps = tf.math.unsorted_segment_sum(tf.ones_like(x[:, 0]), labels, k) + eps
     means = tf.math.unsorted_segment_sum(x, labels, k) / nk_eps[:, None]
     dx = x - tf.gather(means, labels)
-    scatter = _SCATTER_OF_LABELS[covariance_type](dx, labels, k)
-    covariances = _covariances_from_scatter(
-        scatter, nk_eps, x.shape[-1], covariance_type, tf.cast(reg_covar, dtype)
+    covariances = cov.covariances_from_scatter(
+        cov.scatter_of_labels(dx, labels, k), nk_eps, x.shape[-1],
+        tf.cast(reg_covar, dtype),
     )
     weights = nk_eps / tf.cast(tf.shape(x)[0], dtype)
     prec_chol = precisions_cholesky_from_covariances(covariances, covariance_type)
@@ -991,7 +717,6 @@ def parameters_from_resp(x, resp, covariance_type, reg_covar):
     Returns:
         ``(weights [K], means [K, D], covariances, precisions_cholesky)``.
     """
-    check_covariance_type(covariance_type)
     resp = tf.cast(resp, x.dtype)
     eps = tf.constant(10.0 * _finfo_eps(x.dtype), x.dtype)
     nk_eps = tf.reduce_sum(resp, axis=0) + eps

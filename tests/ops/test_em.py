@@ -364,7 +364,7 @@ def test_em_iteration_under_xla_matches_eager(covariance_type):
 
 
 # --------------------------------------------------------------------------
-# batch_statistics (matrix-product forms) and em_iterations (compiled loop)
+# batch_statistics (matrix-product forms)
 # --------------------------------------------------------------------------
 @pytest.mark.parametrize("covariance_type", COV_TYPES)
 def test_batch_statistics_fast_equals_exact(covariance_type):
@@ -407,42 +407,6 @@ def test_float32_tight_far_components_use_float64(covariance_type):
     # the log-likelihood is exact too: each point sits on its own mean
     want = np.log(0.5) - 0.5 * np.log(2 * np.pi * 0.1)
     np.testing.assert_allclose(lp.numpy(), 2 * want, rtol=1e-5)
-
-
-@pytest.mark.parametrize("covariance_type", COV_TYPES)
-def test_em_iterations_equals_step_by_step(covariance_type):
-    x = tf.constant(_blobs(n=250, d=3, k=3))
-    resp = _random_resp(250, 3, seed=4)
-    w, m, _, p = em.parameters_from_resp(x, resp, covariance_type, REG)
-    params, bounds = (w, m, p), []
-    for _ in range(4):
-        stats, lp = em.batch_statistics(x, *params, covariance_type)
-        bounds.append(float(lp) / 250)
-        new = em.m_step(stats, params[1], covariance_type, REG)
-        params = (new[0], new[1], new[3])
-    run = tf.function(em.em_iterations, jit_compile=True)
-    # chunks of 64 rows plus a tail of 58; two calls of 2 iterations
-    out1 = run(x, w, m, p, covariance_type, REG, 4, 0.0, 64, -np.inf, 2)
-    out2 = run(x, *out1[:3], covariance_type, REG, 4, 0.0, 64, out1[3][1], 2)
-    assert int(out1[4]) == 2 and int(out2[4]) == 2
-    got = np.concatenate([out1[3].numpy()[:2], out2[3].numpy()[:2]])
-    np.testing.assert_allclose(got, bounds, rtol=1e-10)
-    for a, b in zip(out2[:3], params):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-8, atol=1e-10)
-    assert not bool(out2[5]) and not bool(out2[6])
-    # a large tol converges at the second iteration
-    out = run(x, w, m, p, covariance_type, REG, 4, 1e3, 64)
-    assert bool(out[5]) and int(out[4]) == 2  # as scikit-learn's n_iter_
-
-
-def test_em_iterations_reports_a_failed_cholesky():
-    x = tf.constant(np.repeat(np.arange(4.0)[:, None], 10, axis=0) @ np.ones((1, 2)))
-    w = tf.constant([0.5, 0.5], tf.float64)
-    m = tf.constant([[0.0, 0.0], [3.0, 3.0]], tf.float64)
-    p = tf.constant(np.stack([np.eye(2)] * 2))
-    out = tf.function(em.em_iterations, jit_compile=True)(x, w, m, p, "full", 0.0, 5, 0.0)
-    assert bool(out[6]) and int(out[4]) == 1
-    np.testing.assert_array_equal(out[2].numpy(), p.numpy())  # last good parameters
 
 
 # --------------------------------------------------------------------------

@@ -395,7 +395,7 @@ def check_temperature(value, name="temperature"):
         ]
         with tf.control_dependencies(checks):
             return tf.identity(value)
-    return _validation.check_number(value, name, low=0.0)
+    return _validation.check_number(value, name, low=0)
 
 
 def _choose_components(logits, seed, temperature, n):

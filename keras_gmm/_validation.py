@@ -27,7 +27,9 @@ import numbers
 import numpy as np
 
 __all__ = [
+    "number_rule",
     "check_number",
+    "assert_number",
     "check_positive",
     "check_int",
     "check_positive_int",
@@ -62,6 +64,19 @@ def _is_real_number(value):
     )
 
 
+def number_rule(name, *, low=None, high=None, low_open=False, high_open=False,
+                hint=""):
+    """The rule :func:`check_number` states, e.g. "`temperature` must be a
+    finite number >= 0" (shared with the in-graph :func:`assert_number`)."""
+    bounds = []
+    if low is not None:
+        bounds.append(f"{'>' if low_open else '>='} {low}")
+    if high is not None:
+        bounds.append(f"{'<' if high_open else '<='} {high}")
+    what = "a finite number" + (f" {' and '.join(bounds)}" if bounds else "")
+    return f"`{name}` must be {what}{_hint(hint)}"
+
+
 def check_number(value, name, *, low=None, high=None, low_open=False,
                  high_open=False, hint=""):
     """``value`` as a Python float if it is a finite real number within the
@@ -73,17 +88,37 @@ def check_number(value, name, *, low=None, high=None, low_open=False,
     if ok and high is not None:
         ok = value < high if high_open else value <= high
     if not ok:
-        bounds = []
-        if low is not None:
-            bounds.append(f"{'>' if low_open else '>='} {low}")
-        if high is not None:
-            bounds.append(f"{'<' if high_open else '<='} {high}")
-        what = "a finite number" + (f" {' and '.join(bounds)}" if bounds else "")
-        raise ValueError(
-            f"`{name}` must be {what}{_hint(hint)}; received "
-            f"{name}={describe(value)}."
-        )
+        rule = number_rule(name, low=low, high=high, low_open=low_open,
+                           high_open=high_open, hint=hint)
+        raise ValueError(f"{rule}; received {name}={describe(value)}.")
     return float(value)
+
+
+def assert_number(value, name, *, low=None, high=None, low_open=False,
+                  high_open=False):
+    """In-graph twin of :func:`check_number` for a tensor (exported
+    signatures, ``jit_compile``): returns ``value`` after a
+    ``tf.debugging.Assert`` that every entry is finite and within the bounds;
+    a failure is an ``InvalidArgumentError`` with the eager message, e.g.
+    "`temperature` must be a finite number >= 0; received temperature=" and
+    the value. (XLA drops assertions: compiled callers check eagerly.)"""
+    import tensorflow as tf  # only here: the CLI's checks stay TensorFlow-free
+
+    value = tf.convert_to_tensor(value)
+    if not value.dtype.is_floating:
+        value = tf.cast(value, tf.float32)
+    ok = tf.reduce_all(tf.math.is_finite(value))
+    if low is not None:
+        low_t = tf.cast(low, value.dtype)
+        ok &= tf.reduce_all(value > low_t if low_open else value >= low_t)
+    if high is not None:
+        high_t = tf.cast(high, value.dtype)
+        ok &= tf.reduce_all(value < high_t if high_open else value <= high_t)
+    rule = number_rule(name, low=low, high=high, low_open=low_open,
+                       high_open=high_open)
+    check = tf.debugging.Assert(ok, [f"{rule}; received {name}=", value])
+    with tf.control_dependencies([check]):
+        return tf.identity(value)
 
 
 def check_positive(value, name, hint=""):

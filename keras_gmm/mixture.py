@@ -382,19 +382,10 @@ def greedy(mixture):
 
 def check_temperature(value, name="temperature"):
     """A temperature: a finite number >= 0 (a Python float), or a tensor
-    checked in-graph by ``tf.debugging`` assertions with the same message
-    (the returned tensor depends on them)."""
+    checked in-graph (:func:`keras_gmm._validation.assert_number`, the same
+    message; the returned tensor depends on the check)."""
     if tf.is_tensor(value):
-        value = tf.convert_to_tensor(value)
-        if not value.dtype.is_floating:
-            value = tf.cast(value, tf.float32)
-        message = f"`{name}` must be a finite number >= 0"
-        checks = [
-            tf.debugging.assert_all_finite(value, message),
-            tf.debugging.assert_non_negative(value, message=message),
-        ]
-        with tf.control_dependencies(checks):
-            return tf.identity(value)
+        return _validation.assert_number(value, name, low=0)
     return _validation.check_number(value, name, low=0)
 
 

@@ -29,7 +29,9 @@ import tempfile
 
 import numpy as np
 
-__all__ = ["BLOCKED_MODULES", "run_tf_only", "tf_only_outputs"]
+__all__ = [
+    "BLOCKED_MODULES", "isolated_export_registry", "run_tf_only", "tf_only_outputs"
+]
 
 #: Packages the serving process must not be able to import.
 BLOCKED_MODULES = ("keras_gmm", "tensorflow_probability")
@@ -131,3 +133,12 @@ def run_tf_only(requests, blocked=BLOCKED_MODULES, timeout=300):
 def tf_only_outputs(saved_model_dir, signature, inputs):
     """One signature call through :func:`run_tf_only`: ``{name: array}``."""
     return run_tf_only([(saved_model_dir, signature, inputs)])[0]
+
+
+def isolated_export_registry(monkeypatch):
+    """Let a test register export providers/checks without leaking them:
+    the registry is a copy for the test's duration (pytest's ``monkeypatch``
+    restores the original)."""
+    from keras_gmm.export import _core
+
+    monkeypatch.setattr(_core, "_REGISTRY", dict(_core._REGISTRY))

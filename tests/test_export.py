@@ -11,7 +11,8 @@ import tensorflow as tf
 
 import keras_gmm
 from keras_gmm import export
-from tests.export_utils import run_tf_only
+from keras_gmm.export import _core as export_core
+from tests.export_utils import isolated_export_registry, run_tf_only
 
 COVARIANCE_TYPES = ("diag", "full")
 SEED, OTHER_SEED = [7, 11], [8, 11]
@@ -245,16 +246,10 @@ def test_nested_heads_and_name_clashes(tmp_path):
 
 
 class _Affine(keras.layers.Layer):
-    """A test layer offering an endpoint through ``export_endpoints``."""
+    """A test layer whose endpoint is registered with export."""
 
     def call(self, inputs):
         return inputs + 1.0
-
-    def export_endpoints(self):
-        def scaled(outputs, factor):
-            return {"scaled": outputs * factor}
-
-        return {"scaled": (scaled, {"factor": tf.TensorSpec([], tf.float32)})}
 
 
 class _Registered(keras.layers.Layer):
@@ -262,8 +257,25 @@ class _Registered(keras.layers.Layer):
         return 2.0 * inputs
 
 
-def test_layers_offer_endpoints_by_method_or_registry(tmp_path, monkeypatch):
-    monkeypatch.setattr(export, "_ENDPOINT_PROVIDERS", dict(export._ENDPOINT_PROVIDERS))
+class _WithMethod(keras.layers.Layer):
+    """Defines the old ``export_endpoints`` protocol: export must ignore it."""
+
+    def call(self, inputs):
+        return inputs
+
+    def export_endpoints(self):
+        raise AssertionError("export called a layer's export_endpoints method")
+
+
+def test_registered_providers_offer_endpoints(tmp_path, monkeypatch):
+    isolated_export_registry(monkeypatch)
+
+    @export.register_export_endpoints(_Affine)
+    def _affine(layer):
+        def scaled(outputs, factor):
+            return {"scaled": outputs * factor}
+
+        return {"scaled": (scaled, {"factor": tf.TensorSpec([], tf.float32)})}
 
     @export.register_export_endpoints(_Registered)
     def _provider(layer):
@@ -280,6 +292,28 @@ def test_layers_offer_endpoints_by_method_or_registry(tmp_path, monkeypatch):
     np.testing.assert_allclose(negated["negated"], [[-2.0, -4.0]])
     with pytest.raises(TypeError, match="layer_class"):
         export.register_export_endpoints(object)
+    with pytest.raises(TypeError, match="layer_class"):
+        export.register_export_check("GMMEnergy")
+
+
+def test_layer_methods_are_not_an_export_protocol(tmp_path):
+    x = keras.Input((2,), name="x")
+    model = keras.Model(x, _WithMethod(name="with_method")(x))
+    loaded = tf.saved_model.load(keras_gmm.export_saved_model(model, tmp_path))
+    assert set(loaded.signatures) == {"serving_default"}
+
+
+def test_every_keras_gmm_layer_endpoint_is_declared_in_export():
+    """One mechanism: the registry, keyed by layer class, knows every layer
+    export has something to say about, and the package names every endpoint."""
+    registered = set(export_core._REGISTRY)
+    for cls in (keras_gmm.MixtureDensityHead, keras_gmm.GMMPriorSampling,
+                keras_gmm.GMMEnergy, keras_gmm.GaussianMixtureEM):
+        assert cls in registered, cls
+    for name in ("SERVING_DEFAULT", "MIXTURE_PARAMETERS", "SAMPLE", "GENERATE",
+                 "GENERATE_COMPONENT", "RECONSTRUCT", "SCORE", "PREDICT"):
+        assert isinstance(getattr(export, name), str)
+        assert name in export.__all__
 
 
 def test_versions_and_overwrite(tmp_path):
@@ -303,7 +337,7 @@ def test_versions_and_overwrite(tmp_path):
 @pytest.mark.parametrize("version", [0, -1, "a", 1.5, True])
 def test_invalid_version(tmp_path, version):
     model, _ = _mdn_model("diag")
-    with pytest.raises(ValueError, match="`version` must be a positive integer"):
+    with pytest.raises(ValueError, match="`version` must be an integer >= 1"):
         keras_gmm.export_saved_model(model, tmp_path, version=version)
 
 
@@ -323,7 +357,7 @@ def test_rejects_models_without_known_inputs(tmp_path):
     with pytest.raises(ValueError, match="unknown last .feature. axis"):
         keras_gmm.export_saved_model(model, tmp_path)
 
-    with pytest.raises(ValueError, match="`overwrite` must be a bool"):
+    with pytest.raises(ValueError, match="`overwrite` must be True or False"):
         keras_gmm.export_saved_model(_mdn_model("diag")[0], tmp_path, overwrite="yes")
     assert not os.listdir(tmp_path)  # nothing written on a refused export
 

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 import keras_gmm
 from keras_gmm import export
-from tests.export_utils import run_tf_only
+from tests.export_utils import isolated_export_registry, run_tf_only
 
 K, D, F = 3, 2, 5
 
@@ -140,29 +140,30 @@ def test_prior_without_decoder_offers_latents_only(tmp_path):
 
 # ------------------------------------------------ the general export hooks
 class _Shift(keras.layers.Layer):
-    """Offers a model-input-free endpoint and one that reads the model."""
+    """Gets a model-input-free endpoint and one that reads the model."""
 
     def call(self, inputs):
         return inputs + 1.0
 
-    def export_endpoints(self, model):
-        width = model.inputs[0].shape[-1]
 
-        def ones(n):
-            return {"ones": tf.ones([n, width])}
+def _shift_endpoints(layer, model):
+    width = model.inputs[0].shape[-1]
 
-        def shifted(outputs, factor):
-            return {"shifted": outputs * factor}
+    def ones(n):
+        return {"ones": tf.ones([n, width])}
 
-        return {
-            "ones": export.ExportEndpoint(
-                ones, {"n": tf.TensorSpec([], tf.int32)}, model_inputs=False
-            ),
-            # Named like a model input: allowed, the model's inputs are not taken.
-            "x_only": (lambda x: {"y": 2.0 * x},
-                       {"x": tf.TensorSpec([None, width], tf.float32)}, False),
-            "shifted": (shifted, {"factor": tf.TensorSpec([], tf.float32)}),
-        }
+    def shifted(outputs, factor):
+        return {"shifted": outputs * factor}
+
+    return {
+        "ones": export.ExportEndpoint(
+            ones, {"n": tf.TensorSpec([], tf.int32)}, model_inputs=False
+        ),
+        # Named like a model input: allowed, the model's inputs are not taken.
+        "x_only": (lambda x: {"y": 2.0 * x},
+                   {"x": tf.TensorSpec([None, width], tf.float32)}, False),
+        "shifted": (shifted, {"factor": tf.TensorSpec([], tf.float32)}),
+    }
 
 
 class _Plain(keras.layers.Layer):
@@ -171,7 +172,8 @@ class _Plain(keras.layers.Layer):
 
 
 def test_model_free_endpoints_and_model_aware_providers(tmp_path, monkeypatch):
-    monkeypatch.setattr(export, "_ENDPOINT_PROVIDERS", dict(export._ENDPOINT_PROVIDERS))
+    isolated_export_registry(monkeypatch)
+    export.register_export_endpoints(_Shift)(_shift_endpoints)
     seen = []
 
     @export.register_export_endpoints(_Plain)
@@ -199,7 +201,7 @@ def test_model_free_endpoints_and_model_aware_providers(tmp_path, monkeypatch):
 
 
 def test_providers_without_model_parameter_still_work(tmp_path, monkeypatch):
-    monkeypatch.setattr(export, "_ENDPOINT_PROVIDERS", dict(export._ENDPOINT_PROVIDERS))
+    isolated_export_registry(monkeypatch)
 
     @export.register_export_endpoints(_Plain)
     def _provider(layer):

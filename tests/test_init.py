@@ -1,0 +1,108 @@
+"""The package face: eager registration for ``import keras_gmm``, a lazy
+zoo, and a lazy face inside the ``keras-gmm`` command."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import keras_gmm
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PUBLIC_CLASSES = [
+    "GMMConv2D", "GMMEnergy", "GMMNegLogLik", "GMMPriorSampling",
+    "GMMRegularizer", "GaussianMixtureEM", "MixtureDensityHead",
+]
+
+
+def _python(code, timeout=300):
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True,
+        timeout=timeout, env=env, cwd=REPO_ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_import_registers_every_layer_eagerly_and_not_the_zoo():
+    out = _python(
+        "import sys, keras, keras_gmm\n"
+        f"names = {PUBLIC_CLASSES!r}\n"
+        "missing = [n for n in names\n"
+        "           if keras.saving.get_registered_object('keras_gmm>' + n) is None]\n"
+        "assert missing == [], missing\n"
+        "assert 'keras_gmm.zoo' not in sys.modules\n"
+        "assert keras_gmm.zoo.list_models()\n"  # the lazy zoo, on first access
+        "assert 'keras_gmm.zoo' in sys.modules\n"
+        "print('ok')\n"
+    )
+    assert out.strip() == "ok"
+
+
+def test_command_mode_is_lazy_and_resolves_the_whole_api_on_first_access():
+    out = _python(
+        "import sys\n"
+        "sys.argv[0] = '/somewhere/bin/keras-gmm'\n"
+        "import keras_gmm\n"
+        "assert 'keras' not in sys.modules and 'tensorflow' not in sys.modules\n"
+        "assert keras_gmm.zoo.info('mdn_inverse_sine')['name']\n"
+        "assert 'tensorflow' not in sys.modules, 'the zoo imported TensorFlow'\n"
+        "layer = keras_gmm.GaussianMixtureEM\n"
+        "import keras\n"
+        f"names = {PUBLIC_CLASSES!r}\n"
+        "missing = [n for n in names\n"
+        "           if keras.saving.get_registered_object('keras_gmm>' + n) is None]\n"
+        "assert missing == [], missing\n"
+        "assert keras.saving.get_registered_object('keras_gmm>GaussianMixtureEM')"
+        " is layer\n"
+        "print('ok')\n"
+    )
+    assert out.strip() == "ok"
+
+
+@pytest.mark.parametrize(
+    "argv, orig_argv, expected",
+    [
+        (["/usr/local/bin/keras-gmm", "zoo", "list"], None, True),
+        (["keras-gmm"], None, True),
+        (["/venv/Scripts/keras-gmm.exe"], None, True),
+        (["/venv/Scripts/KERAS-GMM.EXE"], None, True),
+        (["/venv/Scripts/keras-gmm-script.py"], None, True),
+        (["-m"], ["python", "-m", "keras_gmm.cli", "zoo"], True),
+        (["-m"], ["python", "-X", "importtime", "-m", "keras_gmm.cli"], True),
+        (["-m"], ["python", "-mkeras_gmm.cli"], True),
+        (["-m"], ["python", "-I", "-m", "keras_gmm.cli"], True),
+        (["-m"], ["python", "-m", "pytest", "keras_gmm.cli"], False),
+        (["-m"], ["python", "-m", "keras_gmm.cli_other"], False),
+        (["/home/me/train.py"], None, False),
+        (["/home/me/keras-gmm-tools"], None, False),
+        (["-c"], ["python", "-c", "import keras_gmm"], False),
+        ([""], None, False),
+        ([], None, False),
+    ],
+)
+def test_is_command(argv, orig_argv, expected):
+    assert keras_gmm._is_command(argv, orig_argv or []) is expected
+
+
+def test_public_names_resolve_and_are_listed():
+    for name in keras_gmm.__all__:
+        assert getattr(keras_gmm, name) is not None, name
+    assert set(keras_gmm.__all__) <= set(dir(keras_gmm))
+    import keras_gmm.zoo as zoo_module
+
+    assert keras_gmm.zoo is zoo_module
+    from keras_gmm import zoo
+
+    assert zoo is zoo_module
+    with pytest.raises(AttributeError, match="has no attribute 'nope'"):
+        keras_gmm.nope  # noqa: B018
+
+
+def test_import_public_api_is_idempotent():
+    before = keras_gmm.GaussianMixtureEM
+    keras_gmm._import_public_api()
+    assert keras_gmm.GaussianMixtureEM is before

@@ -48,6 +48,10 @@ def conv_layers(model):
     return [layer for layer in model.layers if layer.name.startswith("conv_")]
 
 
+def conv_parameters(model):
+    return sum(layer.count_params() for layer in conv_layers(model))
+
+
 def draw_bumps(ax, layer, title):
     """The layer's shared bumps as 1- and 2-sigma ellipses on its grid."""
     kh, kw = layer.kernel_size
@@ -126,11 +130,11 @@ def main():
         print(
             f"{conv:<9} CNN: test accuracy {scores['accuracy']:.4f}, "
             f"NLL {scores['nll']:.4f} nats; parameters: convolutions "
-            f"{recipe.conv_parameters(model)}, total {model.count_params()} "
+            f"{conv_parameters(model)}, total {model.count_params()} "
             f"({epochs} epochs, {seconds:.1f} s)"
         )
-    gmm_params = recipe.conv_parameters(results["GMMConv2D"][0])
-    conv_params = recipe.conv_parameters(results["Conv2D"][0])
+    gmm_params = conv_parameters(results["GMMConv2D"][0])
+    conv_params = conv_parameters(results["Conv2D"][0])
     gap = results["Conv2D"][1]["accuracy"] - results["GMMConv2D"][1]["accuracy"]
     print(f"GMMConv2D: {conv_params / gmm_params:.2f}x fewer convolution "
           f"parameters; accuracy gap (Conv2D - GMMConv2D): {100 * gap:.2f} points")

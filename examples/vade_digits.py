@@ -29,11 +29,13 @@ import argparse
 import time
 from pathlib import Path
 
+import keras
 import matplotlib
 import numpy as np
 
 import keras_gmm
 from keras_gmm import datasets
+from keras_gmm.metrics import clustering_scores
 from keras_gmm.zoo import vade_digits
 
 matplotlib.use("Agg")
@@ -48,13 +50,13 @@ def baselines(x_train, x_test, y_test, seed, n_init=10):
 
     out = {}
     km = KMeans(10, n_init=n_init, random_state=seed).fit(x_train)
-    out["k-means, raw pixels"] = vade_digits.scores(y_test, km.predict(x_test))
+    out["k-means, raw pixels"] = clustering_scores(y_test, km.predict(x_test))
     for dims, cov, reg in ((vade_digits.LATENT_DIM, "diag", 1e-6), (30, "full", 3e-2)):
         pca = PCA(dims, random_state=seed).fit(x_train)
         gm = GaussianMixture(10, covariance_type=cov, reg_covar=reg, n_init=n_init,
                              init_params="kmeans", random_state=seed)
         gm.fit(pca.transform(x_train))
-        out[f"GMM ({cov}), PCA {dims}"] = vade_digits.scores(
+        out[f"GMM ({cov}), PCA {dims}"] = clustering_scores(
             y_test, gm.predict(pca.transform(x_test))
         )
     return out
@@ -62,7 +64,8 @@ def baselines(x_train, x_test, y_test, seed, n_init=10):
 
 def plot_samples(model, path, per_cluster, seed):
     """One row per mixture component: decoded draws from that component."""
-    prior, decoder = vade_digits.prior_of(model), vade_digits.decoder_of(model)
+    vade = model.get_layer("vade")
+    prior, decoder = vade.get_layer("prior"), vade.get_layer("decoder")
     k = prior.num_components
     fig, axes = plt.subplots(k, per_cluster, figsize=(per_cluster * 0.7, k * 0.75))
     for c in range(k):
@@ -82,12 +85,14 @@ def plot_samples(model, path, per_cluster, seed):
 
 def plot_latent(model, x, labels, path):
     """2-D PCA projection of the latent means, coloured by cluster."""
-    z_mean, _ = vade_digits.encoder_of(model).predict(x, verbose=0)
+    vade = model.get_layer("vade")
+    z_mean = keras.Model(vade.inputs[0], vade.get_layer("z_mean").output).predict(
+        x, verbose=0)
     centre = z_mean.mean(axis=0)
     _, _, vt = np.linalg.svd(z_mean - centre, full_matrices=False)
     axes2 = vt[:2].T
     points = (z_mean - centre) @ axes2
-    means = (np.asarray(vade_digits.prior_of(model).means) - centre) @ axes2
+    means = (np.asarray(vade.get_layer("prior").means) - centre) @ axes2
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
     scatter = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="tab10",
                          vmin=-0.5, vmax=9.5, s=10, alpha=0.8)
@@ -126,8 +131,8 @@ def main():
         model = keras_gmm.zoo.load("vade_digits")
         source = "zoo model vade_digits"
     seconds = time.perf_counter() - start
-    labels = vade_digits.predict_clusters(model, x_test)
-    ours = vade_digits.scores(y_test, labels)
+    labels = model.predict(x_test, verbose=0).argmax(-1)
+    ours = clustering_scores(y_test, labels)
     print(f"VaDE: {source}, {seconds:.1f} s")
     print(f"held-out split: {len(x_test)} images")
     print(f"{'method':<24} {'accuracy':>9} {'NMI':>7}")

@@ -1,4 +1,6 @@
-"""Clustering metrics: how well unsupervised cluster labels match classes.
+"""Scores of clusterings and anomaly detectors, in NumPy on plain arrays.
+
+Clustering: how well unsupervised cluster labels match classes.
 
 A clustering model (:class:`keras_gmm.GaussianMixtureEM`, and the zoo's
 clustering models) numbers its clusters arbitrarily, so its labels can only be
@@ -14,12 +16,21 @@ responsibilities ``[n, K]`` first):
 
 Both take labels of any type NumPy can sort (ints, strings), need not use the
 same label values for clusters and classes, and allow a different number of
-clusters and classes.
+clusters and classes; :func:`clustering_scores` gives both and the share of
+the largest cluster.
+
+Anomaly detection (binary labels, 1 = anomaly, and scores, higher = more
+anomalous): :func:`roc_auc_score`, :func:`f1_score` and
+:func:`contamination_threshold` (DAGMM's protocol: flag the top fraction).
 """
 
 import numpy as np
 
-__all__ = ["clustering_accuracy", "contingency_matrix", "normalized_mutual_info"]
+from keras_gmm._validation import check_array, check_number
+
+__all__ = ["clustering_accuracy", "clustering_scores", "contamination_threshold",
+           "contingency_matrix", "f1_score", "normalized_mutual_info",
+           "roc_auc_score"]
 
 
 def _check_labels(y_true, y_pred):
@@ -174,3 +185,101 @@ def normalized_mutual_info(y_true, y_pred):
         return 0.0
     normalizer = 0.5 * (_entropy(counts.sum(axis=1)) + _entropy(counts.sum(axis=0)))
     return float(min(mutual_info / max(normalizer, np.finfo(np.float64).eps), 1.0))
+
+
+def clustering_scores(y_true, y_pred):
+    """``{"clustering_accuracy", "nmi", "largest_cluster_fraction"}`` of
+    cluster labels ``y_pred`` against classes ``y_true``: the two scores above
+    and the fraction of the samples in the most used cluster (1.0 for a
+    clustering collapsed to one cluster).
+
+    >>> clustering_scores([0, 0, 1, 1], [1, 1, 0, 0])["largest_cluster_fraction"]
+    0.5
+    """
+    counts = contingency_matrix(y_true, y_pred)
+    return {
+        "clustering_accuracy": clustering_accuracy(y_true, y_pred),
+        "nmi": normalized_mutual_info(y_true, y_pred),
+        "largest_cluster_fraction": float(counts.sum(axis=0).max() / counts.sum()),
+    }
+
+
+def _binary(value, name):
+    y = check_array(value, name, ndim=1)
+    if not np.all((y == 0) | (y == 1)):
+        raise ValueError(
+            f"`{name}` must hold binary labels (1 = positive/anomaly, 0 = "
+            f"negative); received the values {np.unique(y)[:10].tolist()}."
+        )
+    return y.astype(bool)
+
+
+def _check_binary(y_true, scores, scores_name):
+    y = _binary(y_true, "y_true")
+    if scores_name == "y_pred":
+        scores = _binary(scores, "y_pred")
+    else:
+        scores = check_array(scores, scores_name, ndim=1, dtype=np.float64)
+    if scores.shape != y.shape:
+        raise ValueError(
+            f"`y_true` and `{scores_name}` must have the same length; received "
+            f"{len(y)} and {len(scores)}."
+        )
+    return y, scores
+
+
+def roc_auc_score(y_true, scores):
+    """Area under the ROC curve of ``scores`` for the positives of ``y_true``.
+
+    The Mann-Whitney statistic: the probability that a random positive scores
+    above a random negative, ties counting 1/2 (scikit-learn's
+    ``roc_auc_score``).
+
+    >>> roc_auc_score([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
+    0.75
+
+    Raises:
+        ValueError: labels not binary, NaN or inf scores, different lengths,
+            or only one class present.
+    """
+    y, scores = _check_binary(y_true, scores, "scores")
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("`y_true` must hold both classes to compute an AUROC.")
+    order = np.argsort(scores, kind="mergesort")
+    _, first, counts = np.unique(scores[order], return_index=True, return_counts=True)
+    ranks = np.empty(len(scores), np.float64)
+    ranks[order] = np.repeat(first + (counts - 1) / 2.0 + 1.0, counts)  # tie-averaged
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def f1_score(y_true, y_pred):
+    """F1 score of the positive class (1) of binary predictions ``y_pred``;
+    0.0 when nothing is predicted positive correctly.
+
+    >>> f1_score([0, 1, 1, 1], [1, 1, 1, 0])
+    0.6666666666666666
+    """
+    y, predicted = _check_binary(y_true, y_pred, "y_pred")
+    tp = int(np.sum(y & predicted))
+    if tp == 0:
+        return 0.0
+    return float(2 * tp / (2 * tp + np.sum(~y & predicted) + np.sum(y & ~predicted)))
+
+
+def contamination_threshold(scores, contamination):
+    """The threshold above which the top ``contamination`` fraction of
+    ``scores`` lies: halfway between the ``round(contamination * n)``-th
+    largest score and the next.
+
+    >>> contamination_threshold([1.0, 2.0, 3.0, 4.0], 0.5)
+    2.5
+    """
+    scores = np.sort(check_array(scores, "scores", ndim=1, dtype=np.float64))[::-1]
+    contamination = check_number(contamination, "contamination", low=0.0, high=1.0)
+    n_flagged = int(round(contamination * len(scores)))
+    if n_flagged <= 0:
+        return float(scores[0])
+    if n_flagged >= len(scores):
+        return float(np.nextafter(scores[-1], -np.inf))
+    return float(0.5 * (scores[n_flagged - 1] + scores[n_flagged]))

@@ -53,7 +53,8 @@ CASES = _random_cases()
 def test_public_api():
     assert keras_gmm.metrics is metrics
     assert "metrics" in keras_gmm.__all__
-    for name in ("clustering_accuracy", "normalized_mutual_info"):
+    for name in ("clustering_accuracy", "normalized_mutual_info", "clustering_scores",
+                 "roc_auc_score", "f1_score", "contamination_threshold"):
         assert name in metrics.__all__
 
 
@@ -137,6 +138,51 @@ def test_validation(function):
         function([], [])
     with pytest.raises(ValueError, match="`y_pred` contains NaN"):
         function([0, 1], [0.0, np.nan])
+
+
+def test_clustering_scores():
+    y_true, y_pred = CASES[-1]
+    scores = metrics.clustering_scores(y_true, y_pred)
+    assert scores["clustering_accuracy"] == metrics.clustering_accuracy(y_true, y_pred)
+    assert scores["nmi"] == metrics.normalized_mutual_info(y_true, y_pred)
+    counts = np.unique(y_pred, return_counts=True)[1]
+    assert scores["largest_cluster_fraction"] == counts.max() / len(y_pred)
+    collapsed = metrics.clustering_scores([0, 1, 2], [5, 5, 5])
+    assert collapsed["largest_cluster_fraction"] == 1.0
+
+
+def test_anomaly_scores_against_sklearn():
+    from sklearn.metrics import f1_score, roc_auc_score
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, size=200)
+    scores = rng.normal(size=200) + y
+    scores[:20] = scores[20:40]  # ties
+    assert metrics.roc_auc_score(y, scores) == pytest.approx(
+        roc_auc_score(y, scores), abs=1e-12)
+    predicted = scores > 0.5
+    assert metrics.f1_score(y, predicted) == pytest.approx(
+        f1_score(y, predicted), abs=1e-12)
+    assert metrics.f1_score(y, np.zeros(200, bool)) == 0.0
+    threshold = metrics.contamination_threshold(scores, 0.3)
+    assert np.sum(scores > threshold) == 60
+    assert np.sum(scores > metrics.contamination_threshold(scores, 0.0)) == 0
+    assert np.sum(scores > metrics.contamination_threshold(scores, 1.0)) == 200
+
+
+def test_anomaly_scores_refuse_bad_input():
+    with pytest.raises(ValueError, match="`y_true` must hold binary labels"):
+        metrics.roc_auc_score([0, 1, 2], [0.1, 0.2, 0.3])
+    with pytest.raises(ValueError, match="`y_pred` must hold binary labels"):
+        metrics.f1_score([0, 1, 1], [0.0, 0.5, 1.0])
+    with pytest.raises(ValueError, match="both classes"):
+        metrics.roc_auc_score([1, 1], [0.1, 0.2])
+    with pytest.raises(ValueError, match="`scores` must be finite"):
+        metrics.roc_auc_score([0, 1], [0.1, np.nan])  # NaN would sort last silently
+    with pytest.raises(ValueError, match="same length"):
+        metrics.roc_auc_score([0, 1, 1], [0.1, 0.2])
+    with pytest.raises(ValueError, match="`contamination` must be a finite number"):
+        metrics.contamination_threshold([0.1, 0.2], 1.5)
 
 
 def test_docstring_examples_run():

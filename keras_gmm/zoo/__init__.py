@@ -3,8 +3,8 @@
 A zoo model is a name, a recipe module that trains it from the embedded data
 of :mod:`keras_gmm.datasets`, and a folder ``<zoo root>/<name>/`` with
 ``model.keras`` and ``metadata.json`` (description, dataset and splits,
-metrics measured on held-out data, sha256 of ``model.keras``, the command that
-retrains it, training settings and library versions).
+metrics measured on held-out data, the settings tried, sha256 of
+``model.keras``, the command that retrains it, library versions).
 
 Example:
 
@@ -16,23 +16,19 @@ Example:
 >>> measured = keras_gmm.zoo.evaluate("mdn_inverse_sine", model)
 >>> recorded = keras_gmm.zoo.info("mdn_inverse_sine")["metrics"]
 
-Where the files are: see :func:`zoo_root` (a ``root=`` argument, else the
-``KERAS_GMM_ZOO_DIR`` environment variable, else the files shipped inside the
-installed package, else the repository's ``saved_models/``).
+Where the files are: :func:`zoo_root`. Loading: :func:`load` reads the
+weights file only from the model's own folder, checks that it is a Keras 3
+file whose sha256 is the one pinned in the package (and recorded in its
+metadata), then calls ``keras.saving.load_model(path, safe_mode=True)`` with
+no ``custom_objects``. Models trained by gradient descent are saved compiled
+with their keras_gmm loss; those fitted by EM are saved uncompiled.
 
-Loading: :func:`load` checks the sha256 of ``model.keras`` against
-``metadata.json`` and refuses a modified or missing file with an error that
-names the path and says how to restore or retrain it; it then calls
-``keras.saving.load_model(path, safe_mode=True)`` with no ``custom_objects``
-(keras_gmm's layers and losses are registered serializable). Zoo models
-trained by gradient descent are saved compiled with their keras_gmm loss, so a
-loaded model can ``predict``, ``evaluate`` and ``fit`` as is; those fitted by
-EM (``em_digits``) are saved uncompiled (EM has no optimizer or loss).
-
-Adding a model: a recipe module ``keras_gmm/zoo/<name>.py`` (the interface is
-documented in ``keras_gmm/zoo/_registry.py``) and one line in
-``keras_gmm.zoo._registry.REGISTRY``; then train it into ``saved_models/<name>``
-with ``keras-gmm zoo train <name> --output-dir saved_models/<name>``.
+Listing and reading metadata (:func:`list_models`, :func:`info`) import
+neither TensorFlow nor a recipe; :func:`load`, :func:`train` and
+:func:`evaluate` import them on first use. Adding a model: a recipe module
+``keras_gmm/zoo/<name>.py`` (interface in ``keras_gmm/zoo/_registry.py``), its
+card ``saved_models/<name>/metadata.json``, then ``keras-gmm zoo train <name>
+--output-dir saved_models/<name>`` and its pin in ``_registry.REGISTRY``.
 """
 
 import math
@@ -40,22 +36,33 @@ import math
 from keras_gmm.zoo._files import (
     ZOO_DIR_ENV,
     ChecksumMismatchError,
+    InvalidModelFileError,
     ZooError,
     ZooFileNotFoundError,
+    ZooMetadataError,
     model_dir,
     read_metadata,
     sha256_file,
     verify_model_file,
     zoo_root,
 )
-from keras_gmm.zoo._registry import UnknownModelError, check_name, get_recipe, names
+from keras_gmm.zoo._registry import (
+    REGISTRY,
+    UnknownModelError,
+    check_name,
+    get_recipe,
+    names,
+    pinned_sha256,
+)
 
 __all__ = [
     "ZOO_DIR_ENV",
     "ChecksumMismatchError",
+    "InvalidModelFileError",
     "UnknownModelError",
     "ZooError",
     "ZooFileNotFoundError",
+    "ZooMetadataError",
     "check_metrics",
     "evaluate",
     "example_inputs",
@@ -71,88 +78,90 @@ __all__ = [
 ]
 
 
+def __getattr__(attr):
+    """``keras_gmm.zoo.<recipe>``: the recipe modules, imported on first use."""
+    if attr in REGISTRY:
+        return get_recipe(attr)
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
+
+
 def list_models():
     """Names of the registered zoo models, sorted."""
     return names()
 
 
 def info(name, root=None):
-    """The metadata of zoo model ``name`` (its ``metadata.json``, as a dict).
-
-    Args:
-        name: a registered zoo model name (see :func:`list_models`).
-        root: optional folder overriding :func:`zoo_root`.
+    """The metadata of zoo model ``name`` (its checked ``metadata.json``).
 
     Raises:
         UnknownModelError (a ``ValueError``): ``name`` is not registered; the
             message lists the known names.
         ZooFileNotFoundError: the metadata file is missing.
+        ZooMetadataError: it is not valid JSON or lacks a required key.
     """
     return read_metadata(check_name(name), root)
 
 
-def verify(name, root=None):
-    """Verify the sha256 of zoo model ``name``'s ``model.keras``; returns its path.
+def verify(name, root=None, sha256=None):
+    """Check zoo model ``name``'s ``model.keras`` and return its path.
+
+    ``sha256``: the digest to expect instead of the pinned one (for a model
+    you retrained: the ``sha256`` that :func:`train` returned).
 
     Raises:
-        UnknownModelError, ZooFileNotFoundError, ChecksumMismatchError.
+        UnknownModelError, ZooFileNotFoundError, ZooMetadataError,
+        InvalidModelFileError, ChecksumMismatchError.
     """
-    return verify_model_file(check_name(name), root)
+    expected = pinned_sha256(name) if sha256 is None else sha256
+    return verify_model_file(check_name(name), expected, root)
 
 
-def load(name, root=None):
-    """Load zoo model ``name`` as a ``keras.Model``, after verifying its checksum.
+def load(name, root=None, sha256=None):
+    """Load zoo model ``name`` as a ``keras.Model``, after :func:`verify`.
 
     The model takes its inputs exactly as the recorded dataset function
-    returns them (any standardisation is inside the model) and, if it was
-    trained by gradient descent, is compiled with its keras_gmm loss.
+    returns them (any standardisation is inside the model).
 
     Args:
         name: a registered zoo model name (see :func:`list_models`).
         root: optional folder overriding :func:`zoo_root`.
-
-    Raises:
-        UnknownModelError (a ``ValueError``): unknown ``name``; lists the
-            known names.
-        ZooFileNotFoundError: ``model.keras`` or ``metadata.json`` is missing.
-        ChecksumMismatchError (a ``ValueError``): ``model.keras`` does not
-            match the sha256 recorded in ``metadata.json``.
+        sha256: the digest to expect instead of the pinned one (see
+            :func:`verify`).
     """
-    import keras
+    path = verify(name, root, sha256)
+    from keras_gmm.zoo import _recipe  # TensorFlow, imported on first use
 
-    path = verify(name, root)
-    return keras.saving.load_model(path, safe_mode=True)
+    return _recipe.load_model(path)
 
 
 def train(name, output_dir, **options):
     """Retrain zoo model ``name`` with its recipe; write it into ``output_dir``.
 
-    Writes ``output_dir/model.keras`` and ``output_dir/metadata.json`` (with
-    the metrics measured on the recorded held-out split) and returns the
-    metadata. To reproduce the shipped model, use the recipe's defaults and
-    ``output_dir="saved_models/<name>"`` from the repository root.
+    Writes ``output_dir/model.keras`` and ``output_dir/metadata.json``: the
+    shipped card (description, dataset, metric definitions, settings tried)
+    with what this run set and measured, and returns the metadata. With the
+    recipe's defaults and ``output_dir="saved_models/<name>"`` it reproduces
+    the shipped model.
 
     Args:
         name: a registered zoo model name.
-        output_dir: folder to write into (created if needed; the two files are
-            replaced).
+        output_dir: folder to write into (created if needed).
         **options: recipe options, e.g. ``seed=0``, ``epochs=...``,
             ``verbose=1`` (see the recipe's ``train``).
     """
-    return get_recipe(name).train(output_dir, **options)
+    recipe = get_recipe(name)
+    card = read_metadata(name)  # checked before any training
+    from keras_gmm.zoo import _recipe
+
+    model, record = recipe.train(**options)
+    return _recipe.save(model, output_dir, card, record)
 
 
 def evaluate(name, model=None, root=None):
     """Measure zoo model ``name``'s metrics on its recorded held-out split.
 
-    Args:
-        name: a registered zoo model name.
-        model: the model to evaluate; by default the zoo's own,
-            ``load(name, root)``.
-        root: optional folder overriding :func:`zoo_root` (when loading).
-
-    Returns:
-        ``{metric: float}``, the same keys as ``info(name)["metrics"]``.
+    ``model``: the model to evaluate; by default ``load(name, root)``.
+    Returns ``{metric: float}``, the keys of ``info(name)["metrics"]``.
     """
     recipe = get_recipe(name)
     if model is None:
@@ -173,33 +182,25 @@ def recorded_metrics(name, root=None):
 def check_metrics(name, measured, root=None):
     """Compare measured metrics with those recorded for zoo model ``name``.
 
-    Returns:
-        A list of dicts, one per recorded metric: ``metric``, ``recorded``,
-        ``measured`` (None if not measured), ``difference`` (absolute),
-        ``tolerance``, ``reference`` (e.g. the exact floor, or None) and ``ok``
-        (``|measured - recorded| <= tolerance``).
+    Returns one dict per recorded metric: ``metric``, ``recorded``,
+    ``measured`` (None if not measured), ``difference`` (absolute),
+    ``tolerance``, ``reference`` (e.g. the exact floor, or None) and ``ok``
+    (``|measured - recorded| <= tolerance``).
     """
     rows = []
     for key, spec in info(name, root)["metrics"].items():
-        recorded = float(spec["value"])
-        value = measured.get(key)
+        recorded, value = float(spec["value"]), measured.get(key)
         tolerance = float(spec.get("tolerance", 1e-3))
         difference = None if value is None else abs(float(value) - recorded)
-        ok = (
-            difference is not None
-            and math.isfinite(difference)
-            and (difference <= tolerance)
-        )
         reference = spec.get("reference")
-        rows.append(
-            {
-                "metric": key,
-                "recorded": recorded,
-                "measured": None if value is None else float(value),
-                "difference": difference,
-                "tolerance": tolerance,
-                "reference": None if reference is None else reference.get("value"),
-                "ok": bool(ok),
-            }
-        )
+        rows.append({
+            "metric": key,
+            "recorded": recorded,
+            "measured": None if value is None else float(value),
+            "difference": difference,
+            "tolerance": tolerance,
+            "reference": None if reference is None else reference.get("value"),
+            "ok": difference is not None and math.isfinite(difference)
+            and difference <= tolerance,
+        })
     return rows

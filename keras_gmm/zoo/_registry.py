@@ -1,43 +1,38 @@
-"""The zoo's registry: model name -> recipe module.
+"""The zoo's registry: each model's name and the sha256 of its shipped file.
 
-Adding a zoo model is one entry in :data:`REGISTRY` plus its recipe module
-(``keras_gmm/zoo/<name>.py``) and its files (``saved_models/<name>/``).
+Zoo model ``name`` is trained by the recipe module ``keras_gmm.zoo.<name>``
+(imported on first use, never by :func:`names` or :func:`pinned_sha256`) and
+shipped as ``saved_models/<name>/``. Its ``model.keras`` is loaded only if its
+sha256 is the one pinned here and in its ``metadata.json``: retraining a
+shipped model in place means updating its pin.
 
-A recipe module defines:
-
-- ``NAME``, ``DESCRIPTION``, ``ARCHITECTURE`` (str);
-- ``DATASET``: dict naming the :mod:`keras_gmm.datasets` function, the splits
-  and their arguments (recorded in ``metadata.json``);
-- ``METRICS``: ``{metric: {"unit", "split", "meaning", "tolerance", ...}}``,
-  the held-out metrics :func:`evaluate` returns (``tolerance`` is the absolute
-  difference accepted when a recorded value is reproduced);
-- ``DEFAULTS``: the default training settings (at least ``seed`` and
-  ``epochs``);
-- ``build(seed=...)`` -> an untrained ``keras.Model`` (compiled with its
-  loss when it is trained by gradient descent; a model fitted by EM has no
-  optimizer or loss and is not compiled);
-- ``train(output_dir, seed=..., epochs=..., verbose=0)`` -> metadata dict,
-  writing the files through :func:`keras_gmm.zoo._files.save_trained_model`;
-- ``evaluate(model)`` -> ``{metric: float}`` on the recorded held-out split;
-- ``example_inputs(n)`` -> a few held-out model inputs (export checks).
-
-Recipe modules are imported lazily, on first use.
+A recipe module defines ``DEFAULTS`` (the default training options, at least
+``seed`` and ``epochs``), ``build(seed=...)`` (the untrained model),
+``train(seed=..., epochs=..., verbose=0, **options) -> (model, record)``
+(``record``: ``{"metrics": {key: value or {"value": ..., ...}}, "training":
+{...}}``, what this run set and measured), ``evaluate(model) -> {metric:
+float}`` on the recorded held-out split and ``example_inputs(n)``.
 """
 
 import importlib
 
 from keras_gmm.zoo._files import ZooError
 
-__all__ = ["REGISTRY", "UnknownModelError", "check_name", "get_recipe", "names"]
+__all__ = ["REGISTRY", "UnknownModelError", "check_name", "get_recipe", "names",
+           "pinned_sha256"]
 
-#: name -> recipe module (imported on first use).
+#: name -> sha256 of the shipped ``saved_models/<name>/model.keras``.
 REGISTRY = {
-    "dagmm_breast_cancer": "keras_gmm.zoo.dagmm_breast_cancer",
-    "em_digits": "keras_gmm.zoo.em_digits",
-    "gmmconv_digits": "keras_gmm.zoo.gmmconv_digits",
-    "mdn_inverse_sine": "keras_gmm.zoo.mdn_inverse_sine",
-    "soft_weight_sharing_digits": "keras_gmm.zoo.soft_weight_sharing_digits",
-    "vade_digits": "keras_gmm.zoo.vade_digits",
+    "dagmm_breast_cancer":
+        "3ccb09cff05b3cc3fb23fe5286479a45b7e11c9e7bc11ca6c41d05392c93fff8",
+    "em_digits": "aafa9d2c7c81da4db84e0ba84056199ed4af1aa3bd23601a859b2cc7c357db60",
+    "gmmconv_digits":
+        "30bd235fdc86b5a0b8d1aa0f97214cc4e2bf6db810ff2f9e3efff928245cbd5c",
+    "mdn_inverse_sine":
+        "0ade100a21c181a751360d05c19ea3c94c16bfadbde92e1297a187bd77081d7a",
+    "soft_weight_sharing_digits":
+        "ae30b69117aedbfb949fe0caa431ec2a1a242cae94dc2e01abfda6ff59c82b95",
+    "vade_digits": "f7fd48ee9148cff66f288eb0b82d96ad828b7d475e9e6d04a403519b8d208d4a",
 }
 
 
@@ -51,8 +46,7 @@ def names():
 
 
 def check_name(name):
-    """Return ``name`` if registered, else raise :class:`UnknownModelError`
-    listing the known names."""
+    """``name`` if registered, else :class:`UnknownModelError` listing the names."""
     if not isinstance(name, str) or name not in REGISTRY:
         raise UnknownModelError(
             f"Unknown zoo model {name!r}. Known models: {', '.join(names())}."
@@ -60,6 +54,11 @@ def check_name(name):
     return name
 
 
+def pinned_sha256(name):
+    """The sha256 of zoo model ``name``'s shipped ``model.keras``."""
+    return REGISTRY[check_name(name)]
+
+
 def get_recipe(name):
-    """The recipe module of zoo model ``name``."""
-    return importlib.import_module(REGISTRY[check_name(name)])
+    """The recipe module of zoo model ``name`` (imports TensorFlow)."""
+    return importlib.import_module(f"keras_gmm.zoo.{check_name(name)}")

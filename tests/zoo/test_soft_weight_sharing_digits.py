@@ -74,7 +74,7 @@ def test_train_tiny_writes_loadable_model(tmp_path):
     meta = keras_gmm.zoo.train(NAME, output_dir=out, epochs=2, pretrain_epochs=2,
                                num_seeds=1, seed=1)
     assert meta["training"]["epochs"] == 2 and meta["training"]["seed"] == 1
-    loaded = keras_gmm.zoo.load(NAME, root=tmp_path)
+    loaded = keras_gmm.zoo.load(NAME, root=tmp_path, sha256=meta["sha256"])
     measured = keras_gmm.zoo.evaluate(NAME, loaded)
     assert all(row["ok"] for row in keras_gmm.zoo.check_metrics(NAME, measured, root=tmp_path))
     assert isinstance(loaded, keras.Model)

@@ -141,7 +141,7 @@ def test_train_tiny_writes_loadable_model(tmp_path):
     run = meta["training"]["runs"]["1"]
     assert run["seed"] == 1 and [r["seed"] for r in run["restarts"]] == [1]
     assert np.isfinite(run["negative_elbo"]) and run["negative_elbo"] > 0
-    loaded = keras_gmm.zoo.load(NAME, root=tmp_path)
+    loaded = keras_gmm.zoo.load(NAME, root=tmp_path, sha256=meta["sha256"])
     assert isinstance(loaded, keras.Model)
     measured = keras_gmm.zoo.evaluate(NAME, loaded)
     assert all(

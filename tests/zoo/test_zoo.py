@@ -42,21 +42,15 @@ def test_list_models_is_sorted_registry():
 @pytest.mark.parametrize("name", NAMES)
 def test_recipe_module_interface(name):
     recipe = _registry.get_recipe(name)
-    assert recipe.NAME == name
-    for attr in (
-        "DESCRIPTION",
-        "ARCHITECTURE",
-        "DATASET",
-        "METRICS",
-        "DEFAULTS",
-        "build",
-        "train",
-        "evaluate",
-        "example_inputs",
-    ):
+    assert recipe.__name__ == f"keras_gmm.zoo.{name}"
+    assert getattr(keras_gmm.zoo, name) is recipe  # lazy attribute of the zoo
+    for attr in ("DEFAULTS", "build", "train", "evaluate", "example_inputs"):
         assert hasattr(recipe, attr), f"{recipe.__name__} lacks {attr}"
-    for spec in recipe.METRICS.values():
-        assert {"unit", "split", "meaning", "tolerance"} <= set(spec)
+    assert {"seed", "epochs"} <= set(recipe.DEFAULTS)
+    # What is prose lives in the card, not in the recipe.
+    for attr in ("DESCRIPTION", "ARCHITECTURE", "DATASET", "METRICS", "SELECTION"):
+        assert not hasattr(recipe, attr), f"{recipe.__name__}.{attr}"
+    assert "selection" in keras_gmm.zoo.info(name)["training"]
 
 
 @pytest.mark.parametrize(
@@ -219,7 +213,11 @@ def test_em_digits_train_tiny_writes_loadable_model(tmp_path):
     assert meta["training"]["epochs"] == 3 and meta["training"]["seed"] == 1
     assert "--epochs 3 --seed 1" in meta["train_command"]
     assert sorted(meta["training"]["component_order"]) == list(range(10))
-    model = keras_gmm.zoo.load(name, root=tmp_path)
+    # The card's prose is carried over; the shipped run's comparison is not.
+    card = keras_gmm.zoo.info(name)
+    assert meta["training"]["selection"] == card["training"]["selection"]
+    assert "comparison" not in meta["training"]
+    model = keras_gmm.zoo.load(name, root=tmp_path, sha256=meta["sha256"])
     measured = keras_gmm.zoo.evaluate(name, model)
     assert all(
         row["ok"] for row in keras_gmm.zoo.check_metrics(name, measured, root=tmp_path)
@@ -321,7 +319,18 @@ def test_train_tiny_writes_loadable_model(tmp_path):
     assert meta["sha256"] == _files.sha256_file(out / "model.keras")
     assert meta["training"]["epochs"] == 1 and meta["training"]["seed"] == 3
     assert "--epochs 1 --seed 3" in meta["train_command"]
-    model = keras_gmm.zoo.load(name, root=tmp_path)
+    card = keras_gmm.zoo.info(name)
+    for key in ("description", "architecture", "dataset", "notes"):
+        assert meta[key] == card[key]
+    assert meta["training"]["selection"] == card["training"]["selection"]
+    spec = meta["metrics"]["nll_per_sample"]
+    assert spec["reference"] == card["metrics"]["nll_per_sample"]["reference"]  # floor
+    floor = spec["reference"]["value"]
+    assert spec["gap_to_floor"] == pytest.approx(spec["value"] - floor)
+    # A retrained model is not the pinned one: it loads with the digest given.
+    with pytest.raises(keras_gmm.zoo.ChecksumMismatchError, match="sha256="):
+        keras_gmm.zoo.load(name, root=tmp_path)
+    model = keras_gmm.zoo.load(name, root=tmp_path, sha256=meta["sha256"])
     measured = keras_gmm.zoo.evaluate(name, model)
     assert all(
         row["ok"] for row in keras_gmm.zoo.check_metrics(name, measured, root=tmp_path)
@@ -352,18 +361,3 @@ def test_retraining_reproduces_recorded_metrics(name, tmp_path):
     )
     for key, spec in recorded["metrics"].items():
         assert meta["metrics"][key]["value"] == pytest.approx(spec["value"], abs=0.02)
-
-
-def test_recipe_helpers_check_options_and_summarise_seeds():
-    from keras_gmm.zoo._files import check_int, seed_summary
-
-    assert check_int(np.int64(3), "epochs", 1) == 3
-    for value, minimum in ((0, 1), (1.5, 1), ("0", None), (True, None)):
-        with pytest.raises(ValueError, match="`epochs` must be"):
-            check_int(value, "epochs", minimum)
-    summary = seed_summary({0: {"acc": 0.5, "nmi": 0.1}, 1: {"acc": 0.7, "nmi": 0.3}},
-                           ("acc", "nmi", "absent"))
-    assert set(summary) == {"acc", "nmi"}
-    assert summary["acc"]["mean"] == pytest.approx(0.6)
-    assert summary["acc"]["std"] == pytest.approx(0.1)
-    assert summary["nmi"]["per_seed"] == {"0": 0.1, "1": 0.3}

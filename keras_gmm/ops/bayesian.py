@@ -229,14 +229,6 @@ def _eps(dtype):
     return float(np.finfo(tf.as_dtype(dtype).as_numpy_dtype).eps)
 
 
-def _component_shape(cov, n_features):
-    """Shape of one component's covariance in scikit-learn's layout: the
-    layout's shape without its component axis (tied: the whole ``[D, D]``).
-    (Suggested home: ``CovarianceType.component_shape``.)"""
-    return tuple(cov.select(np.zeros(cov.precisions_cholesky_shape(1, n_features)),
-                            tf.constant(0), 0).shape)
-
-
 def data_statistics(x, shift, covariance_type, mask=None):
     """One batch's statistics for the data-dependent priors: the
     :class:`em.Stats` of a single component (``K = 1``) owning every row.
@@ -365,7 +357,7 @@ def _as_tensor(value, dtype):
 
 
 def _check_covariance_prior(value, cov, n_features):
-    shape = _component_shape(cov, n_features)
+    shape = cov.component_shape(n_features)
     array = _validation.check_array(value, "covariance_prior")
     if array.shape != shape:
         raise ValueError(
@@ -562,13 +554,6 @@ def batch_statistics(x, state, covariance_type, weight_concentration_prior_type,
 # --------------------------------------------------------------------------
 # M-step
 # --------------------------------------------------------------------------
-def _pooled_counts(cov, nk):
-    """Counts behind each Wishart: ``nk [K]``, or ``sum(nk) / K`` (a scalar)
-    for one shared covariance. (Suggested home: a ``CovarianceType``
-    method.)"""
-    return tf.reduce_mean(nk) if cov.shared else nk
-
-
 def _wishart(nk, xk, sk, mean_precision, priors, cov):
     """scikit-learn's ``_estimate_wishart_*``: ``(degrees_of_freedom,
     covariances)`` from ``nk`` (with its ``10 eps``), the means ``xk`` and
@@ -587,7 +572,7 @@ def _wishart(nk, xk, sk, mean_precision, priors, cov):
         priors.mean[None, :], (nk * priors.mean_precision / mean_precision)[None, :],
         xk, cov,
     ).sum_dxdx
-    dof = priors.degrees_of_freedom + _pooled_counts(cov, nk)
+    dof = priors.degrees_of_freedom + cov.pooled_counts(nk)
     covariances = cov.covariances_from_scatter(
         prior_term + data_term + mean_term, tf.broadcast_to(dof, [k]), d, zero
     )

@@ -159,6 +159,16 @@ class CovarianceType:
         """Unit-covariance factors (NumPy), the initial value of a layer."""
         return np.ones(self.precisions_cholesky_shape(num_components, event_size))
 
+    def component_shape(self, event_size):
+        """Shape of one component's covariance in scikit-learn's layout (the
+        layout without its component axis; "tied": the whole ``[D, D]``)."""
+        return self.precisions_cholesky_shape(1, event_size)[1:]
+
+    def pooled_counts(self, nk):
+        """The counts behind each covariance estimate: ``nk [K]``, or their
+        mean (a scalar) for one shared covariance."""
+        return nk
+
     def factor_rank(self):
         """Rank of an un-batched factor."""
         return len(self.precisions_cholesky_shape(1, 1))
@@ -416,6 +426,12 @@ class Tied(Full):
 
     def precisions_cholesky_shape(self, num_components, event_size):
         return (event_size, event_size)
+
+    def component_shape(self, event_size):
+        return (event_size, event_size)
+
+    def pooled_counts(self, nk):
+        return tf.reduce_mean(nk)
 
     def num_parameters(self, num_components, event_size):
         return event_size * (event_size + 1) // 2

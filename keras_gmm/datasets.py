@@ -8,6 +8,8 @@ import math
 
 import numpy as np
 
+from keras_gmm import _validation
+
 __all__ = ["inverse_sine", "INVERSE_SINE_SPLITS", "inverse_sine_split",
            "inverse_sine_conditional_entropy", "load_digits", "DIGITS_SPLIT", "digits_metadata",
            "load_breast_cancer", "BREAST_CANCER_SPLIT"]
@@ -30,7 +32,7 @@ def inverse_sine(n, seed=0):
 
     Args:
         n: number of samples (>= 1).
-        seed: int seed of NumPy's ``default_rng``.
+        seed: int seed of NumPy's ``default_rng``, in ``[0, 2**63 - 1]``.
 
     Returns:
         ``(x, y)``, float32 arrays of shape ``[n, 1]`` each.
@@ -38,8 +40,8 @@ def inverse_sine(n, seed=0):
     Reference:
         Bishop, "Mixture Density Networks", NCRG/94/004, 1994, section 5.
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"`n` must be a positive integer; received n={n!r}.")
+    n = _validation.check_positive_int(n, "n", hint="the number of samples")
+    seed = _validation.check_seed(seed, allow_none=False)
     rng = np.random.default_rng(seed)
     y = rng.uniform(0.0, 1.0, size=(n, 1))
     x = y + 0.3 * np.sin(2.0 * np.pi * y) + rng.uniform(-0.1, 0.1, size=(n, 1))
@@ -48,11 +50,7 @@ def inverse_sine(n, seed=0):
 
 def inverse_sine_split(split):
     """The fixed ``"train"``, ``"val"`` or ``"test"`` split of :func:`inverse_sine`."""
-    if split not in INVERSE_SINE_SPLITS:
-        raise ValueError(
-            f"`split` must be one of {sorted(INVERSE_SINE_SPLITS)}; "
-            f"received split={split!r}."
-        )
+    _validation.check_one_of(split, "split", tuple(INVERSE_SINE_SPLITS))
     return inverse_sine(**INVERSE_SINE_SPLITS[split])
 
 
@@ -120,11 +118,7 @@ def load_digits(split="train"):
         ImportError: scikit-learn is not installed (``pip install
             scikit-learn``, or the ``examples``/``test`` extras).
     """
-    if split not in ("train", "test", "all"):
-        raise ValueError(
-            "`split` must be 'train', 'test' or 'all'; "
-            f"received split={split!r}."
-        )
+    _validation.check_one_of(split, "split", ("train", "test", "all"))
     try:
         from sklearn.datasets import load_digits as sklearn_load_digits
     except ImportError as error:  # pragma: no cover - depends on the env
@@ -190,10 +184,7 @@ def load_breast_cancer(split="train"):
         ImportError: scikit-learn is not installed (``pip install
             scikit-learn``, or the ``examples``/``test`` extras).
     """
-    if split not in ("train", "val", "test"):
-        raise ValueError(
-            f"`split` must be 'train', 'val' or 'test'; received split={split!r}."
-        )
+    _validation.check_one_of(split, "split", ("train", "val", "test"))
     try:
         from sklearn.datasets import load_breast_cancer as sklearn_load
     except ImportError as error:  # pragma: no cover - depends on the env

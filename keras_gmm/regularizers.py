@@ -34,20 +34,37 @@ into the traced function and never change). :meth:`GMMRegularizer.get_config`
 writes their current values (``means``, ``variances``, ``mixture_weights``),
 and a layer's config holds its regularizer's config, so a ``.keras`` file
 keeps the learned prior: ``keras.saving.load_model`` rebuilds the regularizer
-from them, and an instance shared by several layers is restored as one shared
-instance (Keras' object-sharing scope). The regularizer is a ``tf.Module``,
+from them. An instance shared by several layers is restored as one shared
+instance: every instance has a random ``shared_id``, written in its config,
+and within one ``load_model`` the configs with the same ``shared_id`` give
+back the same instance (:meth:`GMMRegularizer.from_config`, through Keras'
+object-sharing scope of that load; Keras' own ``shared_object_id`` marks only
+some of the copies of a nested config, so it cannot be relied on). Outside a
+load, ``from_config`` makes a new, independent prior. The regularizer is a ``tf.Module``,
 so a layer tracks it like a sub-object and a SavedModel export that traces an
 activity regularizer captures its variables.
 """
 
 import math
+import re
+import uuid
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_gmm import mixture as mixture_lib
-from keras_gmm.ops import em, gaussian, map_em
+from keras_gmm import _validation
+from keras_gmm.ops import em, em_driver, gaussian, map_em
+
+try:  # Keras' object-sharing scope of one load (Keras >= 3.0)
+    from keras.src.saving.serialization_lib import (
+        get_shared_object as _get_shared_object,
+    )
+    from keras.src.saving.serialization_lib import (
+        record_object_after_deserialization as _record_shared_object,
+    )
+except ImportError:  # pragma: no cover - depends on the Keras version
+    _get_shared_object = _record_shared_object = None
 
 __all__ = [
     "GMMRegularizer",
@@ -70,63 +87,37 @@ _REGULARIZED_ATTRIBUTES = {
 }
 
 
-def _check_number(value, name, low=None, high=None, low_open=False, high_open=False):
-    ok = (
-        not isinstance(value, bool)
-        and isinstance(value, (int, float, np.integer, np.floating))
-        and math.isfinite(value)
-    )
-    if ok and low is not None:
-        ok = value > low if low_open else value >= low
-    if ok and high is not None:
-        ok = value < high if high_open else value <= high
-    if not ok:
-        bounds = []
-        if low is not None:
-            bounds.append(f"{'>' if low_open else '>='} {low}")
-        if high is not None:
-            bounds.append(f"{'<' if high_open else '<='} {high}")
-        what = "a finite number" + (f" {' and '.join(bounds)}" if bounds else "")
-        raise ValueError(f"`{name}` must be {what}; received {name}={value!r}.")
-    return float(value)
-
-
-def _check_pair(value, name, check):
-    if (
-        isinstance(value, (str, bytes))
-        or not hasattr(value, "__len__")
-        or len(value) != 2
-    ):
-        raise ValueError(
-            f"`{name}` must be a pair of two numbers; received {name}={value!r}."
-        )
-    return check(value[0], value[1])
+# The one covariance type of a prior on scalars (D = 1).
+_SCALAR = "diag"
+_SHARED_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 def _gamma_prior(value, name):
-    def check(alpha, beta):
-        alpha = _check_number(alpha, f"{name}[0] (alpha)", low=1.0)
-        beta = _check_number(beta, f"{name}[1] (beta)", low=0.0, low_open=True)
-        return (alpha, beta)
-
-    return _check_pair(value, name, check)
+    alpha, beta = _validation.check_pair(value, name)
+    alpha = _validation.check_number(alpha, f"{name}[0] (alpha)", low=1.0)
+    beta = _validation.check_number(beta, f"{name}[1] (beta)", low=0.0, low_open=True)
+    return (alpha, beta)
 
 
 def _init_range(value):
     if value is None:
         return None
+    low, high = _validation.check_pair(value, "init_range")
+    if not low < high:
+        raise ValueError(
+            "`init_range` must be (low, high) with low < high; received "
+            f"init_range={_validation.describe(value)}."
+        )
+    return (low, high)
 
-    def check(low, high):
-        low = _check_number(low, "init_range[0]")
-        high = _check_number(high, "init_range[1]")
-        if not low < high:
-            raise ValueError(
-                "`init_range` must be (low, high) with low < high; received "
-                f"init_range={value!r}."
-            )
-        return (low, high)
 
-    return _check_pair(value, "init_range", check)
+def _check_shared_id(value):
+    if not isinstance(value, str) or not _SHARED_ID.match(value):
+        raise ValueError(
+            "`shared_id` must be 32 lowercase hex digits (as get_config writes "
+            f"it); received shared_id={_validation.describe(value)}."
+        )
+    return value
 
 
 @keras.saving.register_keras_serializable(package="keras_gmm")
@@ -226,26 +217,17 @@ class GMMRegularizer(keras.regularizers.Regularizer, tf.Module):
         mixture_weights=None,
     ):
         tf.Module.__init__(self, name="gmm_regularizer")
-        self.zero_component = bool(zero_component)
-        minimum = 2 if self.zero_component else 1
-        if (
-            isinstance(num_components, bool)
-            or not isinstance(num_components, (int, np.integer))
-            or num_components < minimum
-        ):
-            hint = (
-                " with zero_component=True (the zero component plus at least "
-                "one learned component; or pass zero_component=False)"
-                if self.zero_component
-                else ""
-            )
-            raise ValueError(
-                f"`num_components` must be an integer >= {minimum}{hint}; "
-                f"received num_components={num_components!r}."
-            )
-        self.num_components = int(num_components)
-        self.strength = _check_number(strength, "strength", low=0.0)
-        self.zero_weight = _check_number(
+        self.zero_component = _validation.check_bool(zero_component, "zero_component")
+        self.num_components = _validation.check_int(
+            num_components, "num_components", minimum=2 if self.zero_component else 1,
+            hint=(
+                "with zero_component=True: the zero component plus at least "
+                "one learned component; or pass zero_component=False"
+                if self.zero_component else ""
+            ),
+        )
+        self.strength = _validation.check_number(strength, "strength", low=0.0)
+        self.zero_weight = _validation.check_number(
             zero_weight, "zero_weight", low=0.0, high=1.0, low_open=True, high_open=True
         )
         self.init_range = _init_range(init_range)
@@ -267,6 +249,8 @@ class GMMRegularizer(keras.regularizers.Regularizer, tf.Module):
         self._weights = tf.Variable(w, trainable=False, name="mixture_weights")
         self._means = tf.Variable(mu, trainable=False, name="means")
         self._variances = tf.Variable(var, trainable=False, name="variances")
+        # The identity of this prior in saved configs (see from_config).
+        self._shared_id = uuid.uuid4().hex
 
     # ------------------------------------------------------------ parameters
     @property
@@ -355,11 +339,17 @@ class GMMRegularizer(keras.regularizers.Regularizer, tf.Module):
         for name, value in (
             ("mixture_weights", weights), ("means", means), ("variances", variances)
         ):
-            array = np.asarray(value, np.float64)
-            if array.shape != (k,) or not np.all(np.isfinite(array)):
+            try:
+                array = _validation.check_array(value, name, ndim=1, dtype=np.float64)
+            except (TypeError, ValueError) as error:
                 raise ValueError(
                     f"`{name}` must be {k} finite numbers (num_components={k}); "
-                    f"received {name}={value!r}."
+                    f"received {name}={_validation.describe(value)} ({error})"
+                ) from None
+            if array.shape != (k,):
+                raise ValueError(
+                    f"`{name}` must be {k} finite numbers (num_components={k}); "
+                    f"received {name}={_validation.describe(value)}."
                 )
             arrays[name] = array
         if np.any(arrays["variances"] <= 0):
@@ -409,14 +399,14 @@ class GMMRegularizer(keras.regularizers.Regularizer, tf.Module):
         x = tf.cast(tf.convert_to_tensor(x), tf.float32)
         log_w, means, prec_chol = self._tensors()
         flat = tf.reshape(x, [-1, 1])
-        log_p = gaussian.log_mixture_prob(flat, log_w, means, prec_chol, "diag")
+        log_p = gaussian.log_mixture_prob(flat, log_w, means, prec_chol, _SCALAR)
         return tf.reshape(log_p, tf.shape(x))
 
     def __call__(self, x):
         x = tf.cast(tf.convert_to_tensor(x), tf.float32)
         log_w, means, prec_chol = self._tensors()
         log_p = gaussian.log_mixture_prob(
-            tf.reshape(x, [-1, 1]), log_w, means, prec_chol, "diag"
+            tf.reshape(x, [-1, 1]), log_w, means, prec_chol, _SCALAR
         )
         return tf.constant(self.strength, tf.float32) * -tf.reduce_sum(log_p)
 
@@ -439,34 +429,41 @@ class GMMRegularizer(keras.regularizers.Regularizer, tf.Module):
             ``{"n_iter": int, "log_likelihood": float}``: iterations run and the
             mean ``log p(value)`` under the prior before the last M-step.
         """
-        max_iter = mixture_lib.check_positive(max_iter, "max_iter", integer=True)
-        tol = _check_number(tol, "tol", low=0.0)
+        max_iter = _validation.check_positive_int(max_iter, "max_iter")
+        tol = _validation.check_number(tol, "tol", low=0.0)
         x = _flatten_values(values)
         if x.shape[0] == 0:
             raise ValueError(
                 "`values` must hold at least one number to fit the prior; "
                 "received an empty input."
             )
+        start = (self._weights, self._means, self._variances)
         if not self._fitted and self.init_range is None:
-            low, high = float(tf.reduce_min(x)), float(tf.reduce_max(x))
+            # The first fit starts from the range of the values (assigned
+            # only if the fit succeeds).
+            xs = x.numpy().astype(np.float64)
+            low, high = float(xs.min()), float(xs.max())
             if not low < high:
                 low, high = low - 1.0, high + 1.0
-            zero_var = float(tf.reduce_mean(tf.square(x))) or (high - low) ** 2
-            self._assign(*self._initial_parameters((low, high), zero_var))
+            zero_var = float(np.mean(np.square(xs))) or (high - low) ** 2
+            with np.errstate(over="ignore"):  # huge values: refused below
+                start = self._initial_parameters((low, high), zero_var)
         alpha, beta = self._alpha_beta()
         fixed = np.zeros(self.num_components, bool)
         fixed[0] = self.zero_component
-        weights, means, variances, n_iter, bound = _MAP_EM(
-            x[:, None], self._weights, self._means, self._variances,
+        weights, means, variances, n_iter, bound, failed = _MAP_EM(
+            x[:, None], *(tf.convert_to_tensor(t) for t in start),
             tf.constant(alpha), tf.constant(beta), tf.constant(fixed),
             tf.constant(self.zero_weight if self.zero_component else -1.0, tf.float32),
-            tf.constant(max_iter), tf.constant(tol, tf.float32),
+            _iteration_capacity(max_iter), tf.constant(max_iter),
+            tf.constant(tol, tf.float32),
         )
-        if not (np.all(np.isfinite(variances.numpy())) and np.all(variances.numpy() > 0)):
+        if bool(failed) or not np.all(variances.numpy() > 0):
             raise ValueError(
-                "Fitting the prior gave non-finite or non-positive variances; "
-                "check that the values are finite, or use a larger "
-                "precision_prior beta."
+                "Fitting the prior gave non-finite or non-positive variances "
+                "(the prior is left as it was); check that the values are "
+                "finite and of a magnitude float32 can square (below about "
+                "1e18), or use a larger precision_prior beta."
             )
         self._assign(weights, means, variances)
         return {"n_iter": int(n_iter), "log_likelihood": float(bound)}
@@ -487,7 +484,7 @@ class GMMRegularizer(keras.regularizers.Regularizer, tf.Module):
         x = tf.cast(tf.convert_to_tensor(values), tf.float32)
         log_w, means, prec_chol = self._tensors()
         log_resp, _ = gaussian.log_responsibilities(
-            tf.reshape(x, [-1, 1]), log_w, means, prec_chol, "diag"
+            tf.reshape(x, [-1, 1]), log_w, means, prec_chol, _SCALAR
         )
         return tf.reshape(tf.argmax(log_resp, axis=-1, output_type=tf.int32), tf.shape(x))
 
@@ -512,7 +509,35 @@ class GMMRegularizer(keras.regularizers.Regularizer, tf.Module):
             "mixture_weights": (
                 [float(v) for v in self.mixture_weights] if self._fitted else None
             ),
+            "shared_id": self._shared_id,
         }
+
+    @classmethod
+    def from_config(cls, config):
+        """The regularizer of ``config``; within one ``keras.saving.load_model``
+        the configs that carry the same ``shared_id`` (the copies a model
+        saved of one shared instance) give back one instance. Outside a load
+        every call makes a new, independent prior (with a new id)."""
+        config = dict(config)
+        shared_id = config.pop("shared_id", None)
+        instance = cls(**config)
+        if shared_id is None or _get_shared_object is None:
+            return instance  # saved before shared ids, or an old Keras
+        key = f"keras_gmm.GMMRegularizer:{_check_shared_id(shared_id)}"
+        existing = _get_shared_object(key)
+        if isinstance(existing, cls):
+            if existing._config_without_id() == instance._config_without_id():
+                return existing
+            return instance  # a different prior under the same id: kept apart
+        _record_shared_object(instance, key)
+        if _get_shared_object(key) is instance:  # inside a load: keep the identity
+            instance._shared_id = shared_id
+        return instance
+
+    def _config_without_id(self):
+        config = self.get_config()
+        config.pop("shared_id")
+        return config
 
     def __repr__(self):
         return (
@@ -537,12 +562,27 @@ def _flatten_values(values):
     return x
 
 
+def _iteration_capacity(max_iter):
+    """The power of two >= ``max_iter``: the size of the driver's bound
+    history, so one trace serves every ``max_iter`` up to it."""
+    return 1 << max(0, int(max_iter) - 1).bit_length()
+
+
 def _map_em(x, weights, means, variances, alpha, beta, fixed_mean, zero_weight,
-            max_iter, tol):
-    """MAP EM iterations on scalars ``x [N, 1]``: one graph (tf.while_loop).
+            capacity, max_iter, tol):
+    """MAP EM iterations on scalars ``x [N, 1]`` through the one EM loop
+    (:func:`keras_gmm.ops.em_driver.iterate`): each pass is an E-step and the
+    MAP M-step of :mod:`keras_gmm.ops.map_em`.
 
     ``zero_weight < 0`` means no pinned component; otherwise component 0 keeps
-    its mean (``fixed_mean``) and mixing weight ``zero_weight``.
+    its mean (``fixed_mean``) and mixing weight ``zero_weight``. ``capacity``
+    (a Python int >= ``max_iter``, a tensor) sizes the bound history.
+
+    Returns:
+        ``(weights, means, variances, n_iter, bound, failed)``: ``bound`` the
+        mean log-likelihood of the last pass (before its M-step), ``failed``
+        True when a pass gave non-finite parameters (the ones before it are
+        returned).
     """
     n = tf.cast(tf.shape(x)[0], x.dtype)
 
@@ -551,31 +591,26 @@ def _map_em(x, weights, means, variances, alpha, beta, fixed_mean, zero_weight,
         pinned = tf.concat([zero_weight[None], (1.0 - zero_weight) * free], axis=0)
         return tf.where(zero_weight >= 0.0, pinned, nk / tf.reduce_sum(nk))
 
-    def body(it, w, mu, var, prev, bound, done):
+    def one_pass(params):
+        w, mu, var = params
         prec_chol = tf.math.rsqrt(var)[:, None]
         stats, log_prob_sum = em.batch_statistics(
-            x, w, mu[:, None], prec_chol, "diag", fast=False
+            x, w, mu[:, None], prec_chol, _SCALAR, fast=False
         )
         nk, new_mu, new_var = map_em.map_means_and_covariances(
-            stats, mu[:, None], "diag", alpha, beta, fixed_mean=fixed_mean
+            stats, mu[:, None], _SCALAR, alpha, beta, fixed_mean=fixed_mean
         )
-        new_bound = log_prob_sum / n
-        done = tf.abs(new_bound - bound) < tol
-        return it + 1, mixing(nk), new_mu[:, 0], new_var[:, 0], bound, new_bound, done
+        return log_prob_sum / n, (mixing(nk), new_mu[:, 0], new_var[:, 0])
 
-    def cond(it, w, mu, var, prev, bound, done):
-        return (it < max_iter) & ~done
-
-    init = (
-        tf.constant(0), tf.convert_to_tensor(weights), tf.convert_to_tensor(means),
-        tf.convert_to_tensor(variances), tf.constant(-np.inf, x.dtype),
-        tf.constant(-np.inf, x.dtype), tf.constant(False),
+    params = tuple(tf.convert_to_tensor(t) for t in (weights, means, variances))
+    (w, mu, var), bounds, it, _, failed = em_driver.iterate(
+        one_pass, params, capacity, tol, iter_limit=max_iter
     )
-    it, w, mu, var, _, bound, _ = tf.while_loop(cond, body, init)
-    return w, mu, var, it, bound
+    bound = tf.gather(bounds, tf.maximum(it - 1, 0))
+    return w, mu, var, it, bound, failed
 
 
-# Compiled once per number of components and shared by every instance.
+# Compiled once per bound-history capacity and shared by every instance.
 _MAP_EM = tf.function(_map_em, reduce_retracing=True)
 
 
@@ -666,11 +701,10 @@ class GMMPriorCallback(keras.callbacks.Callback):
                 f"GMMRegularizer in the model); received regularizer={regularizer!r}."
             )
         self.regularizer = regularizer
-        self.update_every = mixture_lib.check_positive(
-            update_every, "update_every", integer=True)
-        self.max_iter = mixture_lib.check_positive(max_iter, "max_iter", integer=True)
-        self.init_max_iter = mixture_lib.check_positive(
-            init_max_iter, "init_max_iter", integer=True)
+        self.update_every = _validation.check_positive_int(update_every, "update_every")
+        self.max_iter = _validation.check_positive_int(max_iter, "max_iter")
+        self.init_max_iter = _validation.check_positive_int(
+            init_max_iter, "init_max_iter")
         self.activity_data = activity_data
         self._groups = None
         self._probe = None
@@ -846,8 +880,7 @@ def compression_report(model, variables=None, position_bits=5):
     Reference:
         Han, Mao & Dally, "Deep compression", ICLR 2016 (the sparse format).
     """
-    position_bits = mixture_lib.check_positive(
-        position_bits, "position_bits", integer=True)
+    position_bits = _validation.check_positive_int(position_bits, "position_bits")
     if variables is None:
         variables = model.trainable_weights
     variables = list(variables)

@@ -47,10 +47,16 @@ def test_digits_split_is_fixed_stratified_and_scaled():
     )
 
 
-@pytest.mark.parametrize("bad", [0, -3, 2.5, True])
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True, "10", None])
 def test_inverse_sine_bad_n(bad):
-    with pytest.raises(ValueError, match="`n` must be a positive integer"):
+    with pytest.raises(ValueError, match="`n` must be an integer >= 1"):
         datasets.inverse_sine(bad)
+
+
+@pytest.mark.parametrize("bad", ["0", -1, 2**63, 1.5, None])
+def test_inverse_sine_bad_seed(bad):
+    with pytest.raises(ValueError, match="`seed` must be an integer in"):
+        datasets.inverse_sine(10, seed=bad)
 
 
 def test_bad_split_names():
@@ -58,3 +64,10 @@ def test_bad_split_names():
         datasets.load_digits("dev")
     with pytest.raises(ValueError, match="split.*'dev'"):
         datasets.inverse_sine_split("dev")
+    for bad in (None, ["train"], 0):  # not a name at all: the same clear error
+        with pytest.raises(ValueError, match="`split` must be one of"):
+            datasets.load_digits(bad)
+        with pytest.raises(ValueError, match="`split` must be one of"):
+            datasets.inverse_sine_split(bad)
+        with pytest.raises(ValueError, match="`split` must be one of"):
+            datasets.load_breast_cancer(bad)

@@ -62,6 +62,10 @@ def _three_component_sample(n, seed=0):
     return rng.normal(means[labels], stds[labels]).astype("float32"), (weights, means, stds)
 
 
+def _without_id(config):
+    return {k: v for k, v in config.items() if k != "shared_id"}
+
+
 # ------------------------------------------------------------------ penalty
 @pytest.mark.parametrize("zero_component", [True, False])
 def test_penalty_is_naive_negative_log_mixture_density(zero_component):
@@ -123,6 +127,23 @@ def test_fit_with_pinned_zero_component_recovers_the_others():
     np.testing.assert_allclose(reg.means[order], [-0.3, 0.4], atol=0.05)
     np.testing.assert_allclose(reg.stddevs[0], 0.01, rtol=0.1)
     assert reg.fitted
+
+
+def test_fit_runs_on_the_shared_em_driver():
+    """max_iter and tol act as in every EM of the package (ops.em_driver):
+    exactly max_iter passes with tol=0, two when the first change is below tol."""
+    x, _ = _three_component_sample(2000, seed=2)
+    # A flat Gamma prior: MAP EM is then maximum-likelihood EM, monotone.
+    reg = GMMRegularizer(3, zero_component=False, init_range=(-0.5, 0.5),
+                         precision_prior=(1.0, 1e-8))
+    assert reg.fit(x, max_iter=3, tol=0.0)["n_iter"] == 3  # not a power of two
+    assert reg.fit(x, max_iter=50, tol=1e9)["n_iter"] == 2
+    # One pass is one E-step + M-step: the mean log-likelihood reported is
+    # that of the prior before the last pass, and the pass does not lower it.
+    before = reg.log_prob(x).numpy().mean()
+    result = reg.fit(x, max_iter=1)
+    np.testing.assert_allclose(result["log_likelihood"], before, rtol=1e-5)
+    assert reg.log_prob(x).numpy().mean() >= before - 1e-6
 
 
 def test_gamma_hyperprior_keeps_components_from_collapsing():
@@ -271,19 +292,109 @@ def test_keras_file_round_trip_keeps_the_learned_prior_and_the_sharing(tmp_path)
     np.testing.assert_allclose(restored.means, before, atol=0.1)
 
 
+def _shared_model(kind, reg, other=None):
+    """Four regularized variables in three layers: the kernels of a, b and
+    the kernel and bias of c; c's regularizer is ``other`` (default ``reg``).
+    In a Functional, Sequential or nested model."""
+    keras.utils.set_random_seed(0)
+    dense = lambda units, name, r=reg, **kw: keras.layers.Dense(
+        units, kernel_regularizer=r, name=name, **kw)
+    a, b = dense(16, "a", activation="relu"), dense(8, "b", activation="relu")
+    c = dense(4, "c", r=other or reg, bias_regularizer=other or reg)
+    if kind == "sequential":
+        return keras.Sequential([keras.Input((6,)), a, b, c])
+    x = keras.Input((6,), name="x")
+    if kind == "nested":
+        inner = keras.Sequential([keras.Input((6,)), a, b], name="inner")
+        return keras.Model(x, c(inner(x)))
+    return keras.Model(x, c(b(a(x))))
+
+
+def _layers(model):
+    return {layer.name: layer for layer in regularizers._all_layers(model)}
+
+
+@pytest.mark.parametrize("kind", ["functional", "sequential", "nested"])
+def test_shared_instance_stays_one_after_keras_round_trip(kind, tmp_path):
+    """Keras' own shared_object_id marks only later copies of a nested config
+    (a Functional model lost the sharing): the regularizer's shared_id
+    restores one instance, which further training keeps as one prior."""
+    reg = GMMRegularizer(4, strength=1e-3)
+    model = _shared_model(kind, reg)
+    x, y = _data()
+    model.compile("adam", "mse")
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[reg.callback(init_max_iter=30)])
+    for round_trip in range(2):  # a loaded model saves the same identity again
+        path = tmp_path / f"model_{round_trip}.keras"
+        model.save(path)
+        model = keras.saving.load_model(path, safe_mode=True)
+        pairs = regularized_variables(model)
+        assert len(pairs) == 4
+        (restored,) = {id(r): r for _, r in pairs}.values()
+        layers = _layers(model)
+        assert all(layers[n].kernel_regularizer is restored for n in "abc")
+        assert layers["c"].bias_regularizer is restored
+        np.testing.assert_array_equal(restored.means, reg.means)
+    # Further training: one group (one prior learned from all four variables),
+    # and every layer's penalty reads the same, updated prior.
+    model.compile("adam", "mse")
+    callback = GMMPriorCallback(update_every=2, max_iter=3, init_max_iter=5)
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[callback])
+    assert len(callback.history) == 1 + 2 + 1  # begin, 4 batches / 2, end
+    assert not np.array_equal(restored.means, reg.means)  # it did learn
+    np.testing.assert_allclose(
+        float(sum(model.losses)), sum(float(restored(v.value)) for v, _ in pairs),
+        rtol=1e-5,
+    )
+
+
+def test_distinct_regularizers_stay_distinct_after_round_trip(tmp_path):
+    reg = GMMRegularizer(4, strength=1e-3)
+    other = GMMRegularizer(4, strength=1e-3)  # same settings, another prior
+    model = _shared_model("functional", reg, other)
+    model.save(tmp_path / "model.keras")
+    layers = _layers(keras.saving.load_model(tmp_path / "model.keras"))
+    assert layers["a"].kernel_regularizer is layers["b"].kernel_regularizer
+    assert layers["c"].kernel_regularizer is not layers["a"].kernel_regularizer
+
+
+def test_from_config_within_one_load_scope():
+    from keras.src.saving.serialization_lib import ObjectSharingScope
+
+    reg = GMMRegularizer(3, means=[0.0, -0.5, 0.5], variances=[0.1, 0.1, 0.1],
+                         mixture_weights=[0.9, 0.05, 0.05])
+    config = reg.get_config()
+    with ObjectSharingScope():
+        first = GMMRegularizer.from_config(config)
+        assert GMMRegularizer.from_config(config) is first
+        assert first.get_config()["shared_id"] == config["shared_id"]
+        # An edited copy under the same id is a different prior: kept apart.
+        edited = dict(config, strength=0.5)
+        assert GMMRegularizer.from_config(edited) is not first
+    # After the load, configs give independent priors again.
+    assert GMMRegularizer.from_config(config) is not GMMRegularizer.from_config(config)
+    with pytest.raises(ValueError, match="shared_id.*'nope'"):
+        GMMRegularizer.from_config(dict(config, shared_id="nope"))
+
+
 def test_config_round_trip():
     reg = GMMRegularizer(5, strength=0.01, zero_weight=0.95, init_range=(-0.3, 0.3),
                          precision_prior=(10.0, 0.01), zero_precision_prior=(20.0, 0.5))
     config = reg.get_config()
     assert config["means"] is None  # not fitted yet
     clone = GMMRegularizer.from_config(config)
-    assert clone.get_config() == config
+    # Outside a load, from_config makes an independent prior: a new identity.
+    assert clone is not reg and clone.get_config()["shared_id"] != config["shared_id"]
+    assert _without_id(clone.get_config()) == _without_id(config)
     reg.fit(np.linspace(-0.3, 0.3, 50), max_iter=3)
     config = reg.get_config()
     restored = keras.regularizers.deserialize(keras.regularizers.serialize(reg))
     assert isinstance(restored, GMMRegularizer)
-    assert restored.get_config() == config
+    assert _without_id(restored.get_config()) == _without_id(config)
     np.testing.assert_array_equal(restored.means, reg.means)
+    # A config saved before shared ids (no "shared_id") still loads.
+    old = _without_id(config)
+    assert _without_id(GMMRegularizer.from_config(old).get_config()) == old
 
 
 def test_jit_compiled_train_step_reads_the_current_prior():
@@ -385,6 +496,23 @@ def test_export_with_activity_regularizer(tmp_path):
           "mixture_weights": [0.5, 0.5]}, "means\\[0\\]"),
         ({"num_components": 2, "means": [0.0, 1.0, 2.0], "variances": [1.0, 1.0],
           "mixture_weights": [0.5, 0.5]}, "means"),
+        # NaN / inf / wrong kinds of hyper-parameters
+        ({"num_components": True}, "num_components.*True"),
+        ({"zero_weight": float("inf")}, "zero_weight.*inf"),
+        ({"strength": float("inf")}, "strength.*inf"),
+        ({"strength": "1e-3"}, "strength.*'1e-3'"),
+        ({"zero_component": "yes"}, "zero_component.*'yes'"),
+        ({"precision_prior": (float("nan"), 0.1)}, r"precision_prior\[0\].*nan"),
+        ({"precision_prior": (2.0, float("inf"))}, r"precision_prior\[1\].*inf"),
+        ({"precision_prior": (2.0, 0.1, 3.0)}, "precision_prior.*pair"),
+        ({"init_range": (0.0, float("nan"))}, r"init_range\[1\].*nan"),
+        ({"init_range": "ab"}, "init_range.*pair"),
+        ({"num_components": 2, "means": [0.0, float("nan")], "variances": [1.0, 1.0],
+          "mixture_weights": [0.5, 0.5]}, "means.*finite"),
+        ({"num_components": 2, "means": ["0", "a"], "variances": [1.0, 1.0],
+          "mixture_weights": [0.5, 0.5]}, "means.*2 finite numbers"),
+        ({"num_components": 2, "means": [0.0, 1.0], "variances": [1.0, 1.0],
+          "mixture_weights": [0.2, 0.2]}, "mixture_weights.*sum to 1"),
     ],
 )
 def test_bad_arguments_raise_clear_errors(kwargs, match):
@@ -400,8 +528,25 @@ def test_bad_fit_and_callback_arguments():
         reg.fit(np.zeros((0,)))
     with pytest.raises(ValueError, match="finite"):
         reg.fit(np.array([0.0, np.nan]))
+    for bad in (float("nan"), -1.0, "0"):
+        with pytest.raises(ValueError, match="tol"):
+            reg.fit(np.ones(4), tol=bad)
+    with pytest.raises(ValueError, match="max_iter.*True"):
+        reg.fit(np.ones(4), max_iter=True)
+    with pytest.raises(ValueError, match="max_iter.*2.0"):
+        reg.fit(np.ones(4), max_iter=2.0)
+    with pytest.raises(ValueError, match="finite"):
+        reg.fit([np.ones(3), np.array([np.inf])])
+    # Values float32 cannot square: a clear error, and the prior unchanged.
+    before = reg.get_config()
+    with pytest.raises(ValueError, match="non-finite.*left as it was"):
+        reg.fit(np.array([1e30, -1e30, 3e30], np.float32))
+    assert reg.get_config() == before
     with pytest.raises(ValueError, match="update_every"):
         reg.callback(update_every=0)
+    for name in ("max_iter", "init_max_iter", "update_every"):
+        with pytest.raises(ValueError, match=name):
+            GMMPriorCallback(**{name: float("nan")})
     with pytest.raises(ValueError, match="regularizer"):
         GMMPriorCallback(regularizer="l2")
     model = _mlp(None)

@@ -1,55 +1,66 @@
 """GMMConv2D: a 2-D convolution whose kernels are Gaussian mixtures."""
 
 import math
+import warnings
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_gmm import _validation
 from keras_gmm import mixture as mixture_lib
+from keras_gmm.ops import covariance as covariance_lib
 from keras_gmm.ops import gaussian
 
-__all__ = ["GMMConv2D", "COVARIANCE_TYPES", "num_gaussian_params"]
+__all__ = ["GMMConv2D", "SUPPORTED_COVARIANCE_TYPES", "num_gaussian_params"]
 
-#: Bump shapes: "diag" (axis-aligned ellipses), "full" (rotated ellipses,
-#: through a Cholesky factor) and "spherical" (circles).
-COVARIANCE_TYPES = ("diag", "full", "spherical")
+#: The covariance types GMMConv2D supports for its bumps: "diag"
+#: (axis-aligned ellipses), "full" (rotated ellipses, through a Cholesky
+#: factor) and "spherical" (circles). ("tied" would share one shape across
+#: the bumps of a kernel, which ``share_gaussians`` already expresses.)
+SUPPORTED_COVARIANCE_TYPES = ("diag", "full", "spherical")
 
 _PADDINGS = ("valid", "same")
 _DATA_FORMATS = ("channels_last", "channels_first")
 _EVENT_SIZE = 2  # the bumps live on the 2-D kernel grid (row, column)
 
 
+def __getattr__(name):
+    # Deprecated alias: the module's COVARIANCE_TYPES meant the supported
+    # subset, unlike keras_gmm.ops.covariance.COVARIANCE_TYPES (all types).
+    if name == "COVARIANCE_TYPES":
+        warnings.warn(
+            "keras_gmm.layers.gmm_conv2d.COVARIANCE_TYPES is deprecated; use "
+            "SUPPORTED_COVARIANCE_TYPES (keras_gmm.ops.covariance."
+            "COVARIANCE_TYPES lists every covariance type).",
+            DeprecationWarning, stacklevel=2,
+        )
+        return SUPPORTED_COVARIANCE_TYPES
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _check_covariance_type(covariance_type):
+    return covariance_lib.check(covariance_type, supported=SUPPORTED_COVARIANCE_TYPES)
+
+
 def num_gaussian_params(covariance_type):
     """Parameters of one bump's geometry: 2 for the mean plus the scale
     parameters of ``covariance_type`` (2 for "diag", 3 for "full", 1 for
     "spherical")."""
-    _check_covariance_type(covariance_type)
-    return mixture_lib.params_size(1, _EVENT_SIZE, covariance_type) - 1
+    cov = covariance_lib.get(_check_covariance_type(covariance_type))
+    return _EVENT_SIZE + cov.num_scale_params(1, _EVENT_SIZE)
 
 
-def _check_covariance_type(covariance_type):
-    if covariance_type not in COVARIANCE_TYPES:
-        raise ValueError(
-            f"`covariance_type` must be one of {COVARIANCE_TYPES}; received "
-            f"covariance_type={covariance_type!r}."
-        )
-    return covariance_type
-
-
-def _pair(value, name):
+def _int_pair(value, name):
     """An int or a pair of ints >= 1 -> a tuple of two Python ints."""
     items = value if isinstance(value, (tuple, list)) else (value, value)
-    ok = len(items) == 2 and all(
-        isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1
-        for v in items
-    )
-    if not ok:
+    try:
+        return _validation.check_pair(items, name, check=_validation.check_positive_int)
+    except ValueError:
         raise ValueError(
             f"`{name}` must be a positive integer or a tuple of 2 positive "
-            f"integers; received {name}={value!r}."
-        )
-    return tuple(int(v) for v in items)
+            f"integers; received {name}={_validation.describe(value)}."
+        ) from None
 
 
 def _conv_output_length(length, kernel, stride, dilation, padding):
@@ -58,7 +69,7 @@ def _conv_output_length(length, kernel, stride, dilation, padding):
     if padding == "same":
         return -(-length // stride)
     extent = dilation * (kernel - 1) + 1
-    return max(0, -(-(length - extent + 1) // stride))
+    return -(-(length - extent + 1) // stride)
 
 
 def _lattice(num_components, kernel_size):
@@ -221,42 +232,35 @@ class GMMConv2D(keras.layers.Layer):
         # kernel is built from the float32 variables and cast once.
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
-        self.filters = mixture_lib.check_positive(filters, "filters", integer=True)
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.num_components = mixture_lib.check_positive(
-            num_components, "num_components", integer=True,
-            hint=" (the number of Gaussian bumps per kernel slice)",
+        self.filters = _validation.check_positive_int(filters, "filters")
+        self.kernel_size = _int_pair(kernel_size, "kernel_size")
+        self.num_components = _validation.check_positive_int(
+            num_components, "num_components",
+            hint="the number of Gaussian bumps per kernel slice",
         )
         self.covariance_type = _check_covariance_type(covariance_type)
-        if not isinstance(share_gaussians, (bool, np.bool_)):
-            raise ValueError(
-                "`share_gaussians` must be True or False; received "
-                f"share_gaussians={share_gaussians!r}."
-            )
-        self.share_gaussians = bool(share_gaussians)
-        self.strides = _pair(strides, "strides")
-        self.dilation_rate = _pair(dilation_rate, "dilation_rate")
+        self._covariance = covariance_lib.get(self.covariance_type)
+        self.share_gaussians = _validation.check_bool(share_gaussians, "share_gaussians")
+        self.strides = _int_pair(strides, "strides")
+        self.dilation_rate = _int_pair(dilation_rate, "dilation_rate")
         if max(self.strides) > 1 and max(self.dilation_rate) > 1:
             raise ValueError(
                 "`strides > 1` is not supported together with `dilation_rate "
                 f"> 1` (as in keras.layers.Conv2D); received strides="
                 f"{self.strides} and dilation_rate={self.dilation_rate}."
             )
-        if not isinstance(padding, str) or padding.lower() not in _PADDINGS:
-            raise ValueError(
-                f"`padding` must be one of {_PADDINGS}; received padding={padding!r}."
-            )
-        self.padding = padding.lower()
+        self.padding = _validation.check_one_of(
+            padding.lower() if isinstance(padding, str) else padding,
+            "padding", _PADDINGS,
+        )
         if data_format is None:
             data_format = keras.config.image_data_format()
-        if data_format not in _DATA_FORMATS:
-            raise ValueError(
-                f"`data_format` must be one of {_DATA_FORMATS} or None; received "
-                f"data_format={data_format!r}."
-            )
-        self.data_format = data_format
+        self.data_format = _validation.check_one_of(
+            data_format, "data_format", _DATA_FORMATS,
+            hint="or None for keras.config.image_data_format()",
+        )
         self.activation = keras.activations.get(activation)
-        self.use_bias = bool(use_bias)
+        self.use_bias = _validation.check_bool(use_bias, "use_bias")
         self.amplitude_initializer = (
             None if amplitude_initializer is None
             else keras.initializers.get(amplitude_initializer)
@@ -265,14 +269,14 @@ class GMMConv2D(keras.layers.Layer):
         self.amplitude_regularizer = keras.regularizers.get(amplitude_regularizer)
         self.bias_regularizer = keras.regularizers.get(bias_regularizer)
         self.min_scale = mixture_lib.check_min_scale(min_scale)
-        self.initial_scale = mixture_lib.check_positive(initial_scale, "initial_scale")
+        self.initial_scale = _validation.check_positive(initial_scale, "initial_scale")
         if self.initial_scale <= self.min_scale:
             raise ValueError(
                 "`initial_scale` must exceed `min_scale` (the floor of every "
                 f"scale); received initial_scale={initial_scale!r} with "
                 f"min_scale={min_scale!r}."
             )
-        self.geometry_gain = mixture_lib.check_positive(geometry_gain, "geometry_gain")
+        self.geometry_gain = _validation.check_positive(geometry_gain, "geometry_gain")
         self._channel_axis = -1 if data_format == "channels_last" else 1
         self._offsets = _grid_offsets(self.kernel_size).astype(np.float32)
 
@@ -293,7 +297,34 @@ class GMMConv2D(keras.layers.Layer):
                 f"(data_format={self.data_format!r}); received input shape "
                 f"{tuple(input_shape)}."
             )
+        for length in self._output_spatial(input_shape):
+            if length is not None and length <= 0:
+                raise ValueError(
+                    "GMMConv2D: the computed output size would be zero or "
+                    f"negative (as keras.layers.Conv2D refuses); received an "
+                    f"input of shape {tuple(input_shape)} with kernel_size="
+                    f"{self.kernel_size}, dilation_rate={self.dilation_rate}, "
+                    f"strides={self.strides}, padding={self.padding!r}. Use "
+                    "padding='same', a smaller kernel or dilation, or larger "
+                    "inputs."
+                )
         return int(channels)
+
+    def _spatial_axes(self):
+        return (1, 2) if self.data_format == "channels_last" else (2, 3)
+
+    def _output_spatial(self, input_shape):
+        """The output's (rows, cols) for ``input_shape`` (None where unknown)."""
+        return tuple(
+            _conv_output_length(
+                None if input_shape[axis] is None else int(input_shape[axis]),
+                k, s, d, self.padding,
+            )
+            for axis, k, s, d in zip(
+                self._spatial_axes(), self.kernel_size, self.strides,
+                self.dilation_rate,
+            )
+        )
 
     def _geometry_shape(self, size):
         """Shape of a per-bump parameter with ``size`` values per bump."""
@@ -321,11 +352,10 @@ class GMMConv2D(keras.layers.Layer):
     def _init_scales(self, shape, dtype=None):
         _, scales = self._initial_geometry()
         raw = mixture_lib.inverse_scale_transform(scales, self.min_scale)
-        block = {
-            "diag": raw,
-            "spherical": raw[:1],
-            "full": np.concatenate([raw, [0.0]]),  # diagonal, then off-diagonal
-        }[self.covariance_type] / self.geometry_gain
+        # One bump's raw scale parameters (for "full": the diagonal, then a
+        # zero off-diagonal), all standard deviations equal.
+        block = self._covariance.initial_raw_scales(1, _EVENT_SIZE, float(raw[0]))
+        block = block / self.geometry_gain
         return tf.constant(np.broadcast_to(block, shape), dtype or "float32")
 
     def _default_amplitude_initializer(self):
@@ -375,7 +405,7 @@ class GMMConv2D(keras.layers.Layer):
     # ---------------------------------------------------------- the geometry
     def _mixture(self):
         """The bumps as a :class:`keras_gmm.mixture.MixtureParams` (float32):
-        locs ``[..., K, 2]`` (pixels from the kernel's centre) and precision
+        means ``[..., K, 2]`` (pixels from the kernel's centre) and precision
         Cholesky factors, through :func:`keras_gmm.mixture.split_params`."""
         gain = self.geometry_gain
         locs = gain * tf.cast(tf.convert_to_tensor(self.locs), tf.float32)
@@ -399,7 +429,7 @@ class GMMConv2D(keras.layers.Layer):
     def _log_bumps(self):
         """``log G_k(u)``: ``[P, K]`` shared, ``[P, in, filters, K]`` per pair."""
         m = self._mixture()
-        lead = tuple(m.locs.shape[:-1])  # (K,) shared, (in, filters, K) per pair
+        lead = tuple(m.means.shape[:-1])  # (K,) shared, (in, filters, K) per pair
         # Every bump of every pair as one component axis: the offsets [P, 2]
         # are then un-batched points, which log_gaussian_prob evaluates with
         # matrix products (no [P, in, filters, K, 2, 2] batch of 2x2 products).
@@ -408,7 +438,7 @@ class GMMConv2D(keras.layers.Layer):
         prec_chol = tf.reshape(prec_chol, (n,) + tuple(prec_chol.shape[len(lead):]))
         log_density = gaussian.log_gaussian_prob(
             tf.constant(self._offsets),
-            tf.reshape(m.locs, (n, _EVENT_SIZE)),
+            tf.reshape(m.means, (n, _EVENT_SIZE)),
             prec_chol,
             self.covariance_type,
         )
@@ -443,7 +473,7 @@ class GMMConv2D(keras.layers.Layer):
     def means(self):
         """Bump means (row, column) in pixels from the kernel's centre:
         ``[K, 2]`` shared, ``[in, filters, K, 2]`` per pair."""
-        return self._mixture().locs
+        return self._mixture().means
 
     @property
     def stddevs(self):
@@ -465,6 +495,7 @@ class GMMConv2D(keras.layers.Layer):
                 f"received an input with {channels} channels (shape "
                 f"{tuple(inputs.shape)}, data_format={self.data_format!r})."
             )
+        inputs = self._assert_spatial_size(inputs)
         dtype = self.compute_dtype
         inputs = keras.ops.cast(inputs, dtype)
         kernel = keras.ops.cast(self._dense_kernel(), dtype)
@@ -485,18 +516,33 @@ class GMMConv2D(keras.layers.Layer):
             outputs = self.activation(outputs)
         return outputs
 
+    def _assert_spatial_size(self, inputs):
+        """In-graph, for spatial sizes unknown when traced: with
+        padding="valid" each must cover the dilated kernel (the check
+        :meth:`_check_input_shape` makes on static shapes)."""
+        if self.padding != "valid":
+            return inputs
+        checks = []
+        for axis, k, d in zip(self._spatial_axes(), self.kernel_size, self.dilation_rate):
+            if inputs.shape[axis] is None:
+                extent = d * (k - 1) + 1
+                checks.append(tf.debugging.assert_greater_equal(
+                    tf.shape(inputs)[axis], extent,
+                    message=(
+                        "GMMConv2D: the computed output size would be zero or "
+                        f"negative: with padding='valid' every spatial size must "
+                        f"be >= {extent} (kernel_size={self.kernel_size}, "
+                        f"dilation_rate={self.dilation_rate})"
+                    ),
+                ))
+        if not checks:
+            return inputs
+        with tf.control_dependencies(checks):
+            return tf.identity(inputs)
+
     def compute_output_shape(self, input_shape):
         self._check_input_shape(input_shape)
-        if self.data_format == "channels_last":
-            spatial = input_shape[1:3]
-        else:
-            spatial = input_shape[2:4]
-        new = tuple(
-            _conv_output_length(n, k, s, d, self.padding)
-            for n, k, s, d in zip(
-                spatial, self.kernel_size, self.strides, self.dilation_rate
-            )
-        )
+        new = self._output_spatial(input_shape)
         if self.data_format == "channels_last":
             return (input_shape[0],) + new + (self.filters,)
         return (input_shape[0], self.filters) + new

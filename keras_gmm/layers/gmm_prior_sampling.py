@@ -1,17 +1,28 @@
 """GMMPriorSampling: a VAE latent with a learnable Gaussian-mixture prior."""
 
+import warnings
+
 import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_gmm import _validation
 from keras_gmm import mixture as mixture_lib
 from keras_gmm.layers.gaussian_mixture_em import GaussianMixtureEM, NotFittedError
+from keras_gmm.ops import covariance as covariance_lib
 from keras_gmm.ops import kl as kl_ops
 
-__all__ = ["GMMPriorSampling", "KL_METHODS", "INFERENCE_MODES"]
+__all__ = ["GMMPriorSampling", "KL_METHODS", "INFERENCE_MODES", "SAMPLE_LOG_VAR_LIMIT"]
 
 KL_METHODS = ("vade", "mc")
 INFERENCE_MODES = ("sample", "mean")
+#: The reparameterized sample (and the Monte Carlo KL taken at it) uses
+#: ``z_log_var`` clipped to ``[-50, 50]``: standard deviations from 1.4e-11 to
+#: 7.2e10, beyond which a float32 sample means nothing (``exp(z_log_var / 2)``
+#: overflows at 177). The clip passes gradients through unchanged.
+SAMPLE_LOG_VAR_LIMIT = 50.0
+# The prior's covariances are diagonal (one log-variance per dimension).
+_PRIOR_COVARIANCE = covariance_lib.get("diag")
 # Spread (standard deviation) of the initial component means around 0: about
 # that of an encoder whose KL pulls its codes toward unit scale.
 _INITIAL_MEAN_SPREAD = 1.0
@@ -47,20 +58,27 @@ class GMMPriorSampling(keras.layers.Layer):
       expectation than the VaDE term; noisier).
 
     The math is :mod:`keras_gmm.ops.kl` on :mod:`keras_gmm.ops.gaussian`, in
-    float32 (also under ``mixed_float16``). For the ELBO, compile the model
+    float32 (also under ``mixed_float16``). Every row of ``gamma`` and of the
+    KL is finite for finite inputs, however large ``z_log_var`` (the terms
+    shared by all components cancel in log space, and an overflowing
+    ``exp`` is continued linearly beyond a variance ratio of ``e^50``, see
+    :mod:`keras_gmm.ops.kl`); the sample clips ``z_log_var`` to
+    ``[-SAMPLE_LOG_VAR_LIMIT, SAMPLE_LOG_VAR_LIMIT]`` (50). A NaN row gives
+    NaN for that row. For the ELBO, compile the model
     with the reconstruction negative log-likelihood per example **summed**
     over features (nats), e.g. ``64 * BinaryCrossentropy()`` for 64 pixels;
     with a per-feature mean instead, scale ``kl_weight`` by ``1 / features``.
 
     Args:
         num_components: number of mixture components (clusters) ``K`` >= 1.
-        latent_dim: dimension ``D`` of the latent ``z`` (>= 1); the last axis
-            of ``z_mean`` and ``z_log_var``.
+        event_size: dimension ``D`` of the latent ``z`` (>= 1); the last axis
+            of ``z_mean`` and ``z_log_var``. (``latent_dim=`` is its
+            deprecated name: still accepted, with a DeprecationWarning.)
         kl_weight: number >= 0 multiplying the prior term (1.0: the ELBO; 0
             adds a zero loss, e.g. for an autoencoder pre-training).
         kl_method: "vade" (closed form, default) or "mc" (Monte Carlo).
-        seed: optional int seeding the initial component means and the
-            sampling stream.
+        seed: optional int in ``[0, 2**63 - 1]`` seeding the initial component
+            means and the sampling stream.
         inference: what the layer returns when not training: "sample"
             (default: a reparameterized sample, as in training) or "mean"
             (``z_mean``: deterministic reconstructions and embeddings).
@@ -68,7 +86,7 @@ class GMMPriorSampling(keras.layers.Layer):
 
     Call arguments:
         inputs: ``[z_mean, z_log_var]``, two tensors of the same shape
-            ``[..., latent_dim]``.
+            ``[..., event_size]``.
         training: Python bool; when False (inference) the output follows
             ``inference``. The prior term is added in both cases (it is what
             ``evaluate`` reports).
@@ -77,10 +95,10 @@ class GMMPriorSampling(keras.layers.Layer):
             with ``return_attention_scores``.
 
     Input shape:
-        Two tensors ``(..., latent_dim)``.
+        Two tensors ``(..., event_size)``.
 
     Output shape:
-        ``z``: ``(..., latent_dim)``; with ``return_cluster_probabilities``
+        ``z``: ``(..., event_size)``; with ``return_cluster_probabilities``
         also ``gamma``: ``(..., num_components)``. Always float32.
 
     Example:
@@ -89,7 +107,7 @@ class GMMPriorSampling(keras.layers.Layer):
     >>> x_in = keras.Input((8,))
     >>> h = keras.layers.Dense(16, activation="relu")(x_in)
     >>> z_mean, z_log_var = keras.layers.Dense(2)(h), keras.layers.Dense(2)(h)
-    >>> prior = keras_gmm.GMMPriorSampling(num_components=3, latent_dim=2, seed=0)
+    >>> prior = keras_gmm.GMMPriorSampling(num_components=3, event_size=2, seed=0)
     >>> z = prior([z_mean, z_log_var])
     >>> vae = keras.Model(x_in, keras.layers.Dense(8)(z))
     >>> vae.compile("adam", loss="mse")
@@ -112,52 +130,46 @@ class GMMPriorSampling(keras.layers.Layer):
     def __init__(
         self,
         num_components,
-        latent_dim,
+        event_size=None,
         kl_weight=1.0,
         kl_method="vade",
         seed=None,
         inference="sample",
         **kwargs,
     ):
+        event_size = _event_size_argument(event_size, kwargs.pop("latent_dim", None))
         # The prior's weights are read in float32 (no autocast to float16
         # under mixed precision): the KL and responsibilities need it.
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
-        self.num_components = _check_count(num_components, "num_components")
-        self.latent_dim = _check_count(latent_dim, "latent_dim")
-        if (
-            isinstance(kl_weight, bool)
-            or not isinstance(kl_weight, (int, float, np.integer, np.floating))
-            or not np.isfinite(kl_weight)
-            or kl_weight < 0
-        ):
-            raise ValueError(
-                "`kl_weight` must be a finite number >= 0; received "
-                f"kl_weight={kl_weight!r}."
-            )
-        self.kl_weight = float(kl_weight)
-        if kl_method not in KL_METHODS:
-            raise ValueError(
-                f"`kl_method` must be one of {KL_METHODS} (closed-form VaDE KL "
-                f"or Monte Carlo); received kl_method={kl_method!r}."
-            )
-        self.kl_method = kl_method
-        if inference not in INFERENCE_MODES:
-            raise ValueError(
-                f"`inference` must be one of {INFERENCE_MODES}; received "
-                f"inference={inference!r}."
-            )
-        self.inference = inference
-        if seed is not None and (
-            isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
-        ):
-            raise ValueError(f"`seed` must be None or an int; received seed={seed!r}.")
-        self.seed = None if seed is None else int(seed)
+        self.num_components = _validation.check_positive_int(
+            num_components, "num_components"
+        )
+        self.event_size = _validation.check_positive_int(event_size, "event_size")
+        self.kl_weight = _validation.check_number(kl_weight, "kl_weight", low=0.0)
+        self.kl_method = _validation.check_one_of(
+            kl_method, "kl_method", KL_METHODS,
+            hint="the closed-form VaDE KL or its Monte Carlo estimate",
+        )
+        self.inference = _validation.check_one_of(
+            inference, "inference", INFERENCE_MODES,
+            hint="what the layer returns when not training",
+        )
+        self.seed = _validation.check_seed(seed)
         self.seed_generator = keras.random.SeedGenerator(self.seed)
+
+    @property
+    def latent_dim(self):
+        """Deprecated name of :attr:`event_size`."""
+        warnings.warn(
+            "GMMPriorSampling.latent_dim is deprecated; use event_size.",
+            DeprecationWarning, stacklevel=2,
+        )
+        return self.event_size
 
     # ------------------------------------------------------------------ build
     def _check_input_shapes(self, input_shape):
-        shapes = _pair(input_shape, "input_shape")
+        shapes = _two_inputs(input_shape, "input_shape")
         mean_shape, log_var_shape = (tuple(s) for s in shapes)
         if len(mean_shape) != len(log_var_shape) or any(
             a is not None and b is not None and a != b
@@ -167,11 +179,11 @@ class GMMPriorSampling(keras.layers.Layer):
                 "z_mean and z_log_var must have the same shape; received "
                 f"z_mean shape {mean_shape} and z_log_var shape {log_var_shape}."
             )
-        if not mean_shape or mean_shape[-1] != self.latent_dim:
+        if not mean_shape or mean_shape[-1] != self.event_size:
             raise ValueError(
-                f"The last axis of z_mean and z_log_var must be latent_dim="
-                f"{self.latent_dim}; received shape {mean_shape}. Make the "
-                "encoder output latent_dim values, or set latent_dim to match."
+                f"The last axis of z_mean and z_log_var must be event_size="
+                f"{self.event_size}; received shape {mean_shape}. Make the "
+                "encoder output event_size values, or set event_size to match."
             )
         return mean_shape
 
@@ -180,7 +192,7 @@ class GMMPriorSampling(keras.layers.Layer):
         self._build_weights()
 
     def _build_weights(self):
-        k, d = self.num_components, self.latent_dim
+        k, d = self.num_components, self.event_size
         self.logits = self.add_weight(
             name="logits", shape=(k,), initializer="zeros", dtype="float32", autocast=False
         )
@@ -204,6 +216,23 @@ class GMMPriorSampling(keras.layers.Layer):
             tf.convert_to_tensor(self.log_variances),
         )
 
+    def mixture(self):
+        """The prior as a :class:`keras_gmm.mixture.MixtureParams` ("diag",
+        precision factors ``exp(-v / 2)``), read from the weights."""
+        self._require_built()
+        logits, means, log_variances = self._prior()
+        return mixture_lib.MixtureParams(
+            logits, means, tf.exp(-0.5 * log_variances), _PRIOR_COVARIANCE.name
+        )
+
+    def _require_built(self):
+        if not self.built:
+            raise ValueError(
+                "The prior of this GMMPriorSampling layer is not built yet: "
+                "call the layer on [z_mean, z_log_var] (or initialize_from) "
+                "first."
+            )
+
     def _posterior(self, z_mean, z_log_var):
         """The two inputs as float32 tensors, with checked shapes."""
         z_mean = tf.cast(tf.convert_to_tensor(z_mean), tf.float32)
@@ -215,12 +244,13 @@ class GMMPriorSampling(keras.layers.Layer):
 
     # ------------------------------------------------------------------ call
     def call(self, inputs, training=None, return_cluster_probabilities=False):
-        z_mean, z_log_var = self._posterior(*_pair(inputs, "inputs"))
+        z_mean, z_log_var = self._posterior(*_two_inputs(inputs, "inputs"))
         logits, means, log_variances = self._prior()
         eps = keras.random.normal(
             tf.shape(z_mean), dtype="float32", seed=self.seed_generator
         )
-        z = z_mean + tf.exp(0.5 * z_log_var) * eps
+        sample_log_var = _sampling_log_var(z_log_var)
+        z = z_mean + tf.exp(0.5 * sample_log_var) * eps
         if self.kl_method == "vade" or return_cluster_probabilities:
             vade, log_gamma = kl_ops.vade_kl(
                 z_mean, z_log_var, logits, means, log_variances
@@ -228,7 +258,7 @@ class GMMPriorSampling(keras.layers.Layer):
         kl = (
             vade
             if self.kl_method == "vade"
-            else kl_ops.mc_kl(z, z_mean, z_log_var, logits, means, log_variances)
+            else kl_ops.mc_kl(z, z_mean, sample_log_var, logits, means, log_variances)
         )
         self.add_loss(self.kl_weight * tf.reduce_mean(kl))
         if not training and self.inference == "mean":
@@ -245,7 +275,7 @@ class GMMPriorSampling(keras.layers.Layer):
 
     def compute_output_spec(self, inputs, training=None,
                             return_cluster_probabilities=False):
-        z_mean, z_log_var = _pair(inputs, "inputs")
+        z_mean, z_log_var = _two_inputs(inputs, "inputs")
         shapes = self.compute_output_shape(
             [z_mean.shape, z_log_var.shape], return_cluster_probabilities
         )
@@ -258,7 +288,9 @@ class GMMPriorSampling(keras.layers.Layer):
         """The prior term per example (before ``kl_weight``): ``[...]``.
 
         For ``kl_method="vade"`` the closed form; for "mc" the estimate at
-        ``z`` (a sample from ``q(z | x)``, required).
+        ``z`` (a sample from ``q(z | x)``, required, of the shape of
+        ``z_mean``), with ``z_log_var`` clipped as the layer's sample is
+        (:data:`SAMPLE_LOG_VAR_LIMIT`).
         """
         z_mean, z_log_var = self._posterior(z_mean, z_log_var)
         logits, means, log_variances = self._prior()
@@ -270,13 +302,22 @@ class GMMPriorSampling(keras.layers.Layer):
                 "from q(z | x)."
             )
         z = tf.cast(tf.convert_to_tensor(z), tf.float32)
-        return kl_ops.mc_kl(z, z_mean, z_log_var, logits, means, log_variances)
+        if not z.shape.is_compatible_with(z_mean.shape):
+            raise ValueError(
+                "`z` must have the shape of z_mean (one sample per row); "
+                f"received z with shape {tuple(z.shape)} and z_mean with shape "
+                f"{tuple(z_mean.shape)}."
+            )
+        return kl_ops.mc_kl(
+            z, z_mean, _sampling_log_var(z_log_var), logits, means, log_variances
+        )
 
     def cluster_probabilities(self, z_mean, z_log_var):
         """``gamma = q(c | x)``: ``[..., num_components]``, float32.
 
         ``gamma_c ∝ pi_c exp(E_q(z|x)[log N(z; mu_c, v_c)])``, computed by
-        a log-softmax, so every row is finite and sums to 1. Passing
+        a log-softmax, so every row of finite inputs is finite and sums to 1
+        (however large ``z_log_var``); a row with NaN gives NaN. Passing
         ``z_log_var`` very negative (``-inf`` excluded) gives ``p(c |
         z_mean)``.
         """
@@ -284,10 +325,12 @@ class GMMPriorSampling(keras.layers.Layer):
         return tf.exp(kl_ops.log_responsibilities(z_mean, z_log_var, *self._prior()))
 
     def predict_cluster(self, z_mean, z_log_var):
-        """The most probable cluster ``argmax_c gamma_c``: int32 ``[...]``."""
-        return tf.argmax(
-            self.cluster_probabilities(z_mean, z_log_var), axis=-1, output_type=tf.int32
-        )
+        """The most probable cluster ``argmax_c gamma_c``: int32 ``[...]``;
+        -1 for a row whose inputs hold NaN or inf (no cluster is invented)."""
+        gamma = self.cluster_probabilities(z_mean, z_log_var)
+        labels = tf.argmax(gamma, axis=-1, output_type=tf.int32)
+        finite = tf.reduce_all(tf.math.is_finite(gamma), axis=-1)
+        return tf.where(finite, labels, tf.constant(-1, tf.int32))
 
     @property
     def mixture_weights(self):
@@ -302,82 +345,90 @@ class GMMPriorSampling(keras.layers.Layer):
     # ------------------------------------------------------------ sampling
     def sample_prior(self, n, component=None, temperature=1.0, seed=None,
                      return_components=False):
-        """Draw ``n`` latent codes from the prior: ``[n, latent_dim]``, float32.
+        """Draw ``n`` latent codes from the prior: ``[n, event_size]``, float32.
 
         Each code is ``mu_c + temperature * exp(v_c / 2) * eps`` for a
         component ``c`` and standard-normal ``eps``: reparameterized per
         component, so gradients reach the means and log-variances (a learnable
         mixture latent, e.g. the input of a GAN generator as in DeLiGAN). The
         component draw itself is discrete: no gradient reaches the logits.
+        Drawn by :func:`keras_gmm.mixture.sample` (the one sampler) from
+        :meth:`mixture`.
 
         Args:
-            n: number of codes, a positive int (or an int scalar tensor).
+            n: number of codes, an int >= 1 (or an int scalar tensor, checked
+                in-graph).
             component: None (draw each code's component from ``softmax(
                 logits)``), an int in ``[0, num_components)`` (every code from
                 that component), or an int tensor ``[n]`` (one per code).
-            temperature: number >= 0 (or scalar tensor) multiplying the
-                standard deviations; 0 returns the component means.
-            seed: None (the layer's seed generator advances), an int, or a
-                shape ``[2]`` integer tensor (stateless, reproducible).
+            temperature: finite number >= 0 (or scalar tensor) multiplying
+                the standard deviations; 0 returns the component means.
+            seed: None (the layer's seed generator advances), an int in
+                ``[0, 2**63 - 1]``, or a shape ``[2]`` integer tensor
+                (stateless, reproducible).
             return_components: also return the components, int32 ``[n]``.
 
         Returns:
-            ``z [n, latent_dim]`` (and ``components [n]``).
+            ``z [n, event_size]`` (and ``components [n]``).
         """
-        if not self.built:
-            raise ValueError(
-                "The prior of this GMMPriorSampling layer is not built yet: "
-                "call the layer on [z_mean, z_log_var] (or initialize_from) "
-                "first."
-            )
-        checks = []
+        self._require_built()
         if tf.is_tensor(n):
-            checks.append(tf.debugging.assert_non_negative(n, message="`n` must be >= 0"))
-        else:
-            n = _check_count(n, "n")
-        if tf.is_tensor(temperature):
-            checks.append(tf.debugging.assert_non_negative(
-                temperature, message="`temperature` must be >= 0"))
-        elif isinstance(temperature, bool) or not (
-            isinstance(temperature, (int, float, np.integer, np.floating))
-            and temperature >= 0
-        ):
-            raise ValueError(
-                "`temperature` must be a number >= 0; received "
-                f"temperature={temperature!r}."
+            if not n.dtype.is_integer:
+                raise ValueError(
+                    f"`n` must be an integer tensor; received dtype {n.dtype.name}."
+                )
+            n = tf.cast(n, tf.int32)
+            check = tf.debugging.assert_positive(
+                n, message="`n` must be an integer >= 1"
             )
-        seeds = tf.random.experimental.stateless_split(
-            mixture_lib.stateless_seed(seed, self.seed_generator), num=2
-        )
-        logits, means, log_variances = self._prior()
-        with tf.control_dependencies(checks):
-            n = tf.identity(tf.cast(n, tf.int32))
-        if component is None:
-            components = tf.random.stateless_categorical(
-                logits[None], n, seeds[0], dtype=tf.int32
-            )[0]
+            with tf.control_dependencies([check]):
+                n = tf.identity(n)
         else:
-            components = self._checked_components(component, n)
-        loc = tf.gather(means, components)
-        scale = tf.exp(0.5 * tf.gather(log_variances, components))
-        eps = tf.random.stateless_normal(tf.shape(loc), seeds[1], dtype=loc.dtype)
-        z = loc + tf.cast(temperature, loc.dtype) * scale * eps
-        return (z, components) if return_components else z
+            n = _validation.check_positive_int(n, "n", hint="the number of codes")
+        temperature = mixture_lib.check_temperature(temperature, "temperature")
+        seed = mixture_lib.stateless_seed(seed, self.seed_generator)
+        components = None if component is None else self._checked_components(
+            component, n
+        )
+        return mixture_lib.sample(
+            self.mixture(), seed, temperature=1.0, sigma_temperature=temperature,
+            n=n, components=components, return_components=return_components,
+        )
 
     def _checked_components(self, component, n):
+        """``component`` as int32 indices ``[n]`` (checked against ``[0, K)``:
+        eagerly for Python ints, in-graph for tensors)."""
         k = self.num_components
         if isinstance(component, (int, np.integer)) and not isinstance(component, bool):
-            if not 0 <= component < k:
-                raise ValueError(
-                    f"`component` must be in [0, {k}) (num_components={k}); "
-                    f"received component={component!r}."
-                )
-            return tf.fill(tf.reshape(n, [1]), tf.constant(int(component), tf.int32))
+            component = _validation.check_int(
+                component, "component", minimum=0, maximum=k - 1,
+                hint=f"a component index, num_components={k}",
+            )
+            return tf.fill(tf.reshape(n, [1]), tf.constant(component, tf.int32))
+        if isinstance(component, (bool, np.bool_, float, str)):
+            raise ValueError(
+                "`component` must be None, an int in [0, num_components) or an "
+                f"integer tensor [n]; received component={component!r}."
+            )
         component = tf.convert_to_tensor(component)
         if not component.dtype.is_integer:
             raise ValueError(
                 "`component` must be None, an int or an integer tensor; "
                 f"received dtype {component.dtype.name}."
+            )
+        rank = component.shape.rank
+        if rank is not None and rank > 1:
+            raise ValueError(
+                "`component` must be a scalar or a vector [n] (one index per "
+                f"code); received shape {tuple(component.shape)}."
+            )
+        if (
+            rank == 1 and isinstance(n, int)
+            and component.shape[0] is not None and component.shape[0] != n
+        ):
+            raise ValueError(
+                f"`component` must hold one index per code (n={n}); received "
+                f"{component.shape[0]} indices."
             )
         component = tf.cast(component, tf.int32)
         checks = [
@@ -388,10 +439,34 @@ class GMMPriorSampling(keras.layers.Layer):
                 component, k, message=f"`component` must be < num_components={k}"
             ),
         ]
+        if rank != 0:
+            checks.append(tf.debugging.assert_equal(
+                tf.size(component), tf.cast(n, tf.int32),
+                message="`component` must hold one index per code (n)",
+            ))
         with tf.control_dependencies(checks):
-            if component.shape.rank == 0:
+            if rank == 0:
                 return tf.fill(tf.reshape(n, [1]), component)
-            return tf.identity(tf.broadcast_to(component, tf.reshape(n, [1])))
+            return tf.identity(tf.reshape(component, [-1]))
+
+    def permute_components(self, order):
+        """Renumber the prior's components: new component ``k`` is old
+        component ``order[k]`` (its logit, mean and log-variances). A
+        relabelling: the prior, the KL and every ``gamma`` row (permuted)
+        are unchanged.
+
+        Args:
+            order: a permutation of ``range(num_components)`` (a sequence or
+                array of ints).
+
+        Returns:
+            This layer.
+        """
+        self._require_built()
+        order = _check_permutation(order, self.num_components)
+        for variable in (self.logits, self.means, self.log_variances):
+            variable.assign(tf.gather(tf.convert_to_tensor(variable), order))
+        return self
 
     # -------------------------------------------------------- initialisation
     def initialize_from(self, em):
@@ -405,7 +480,7 @@ class GMMPriorSampling(keras.layers.Layer):
         Args:
             em: a fitted ``GaussianMixtureEM`` with ``covariance_type="diag"``,
                 ``num_components`` equal to this layer's, on
-                ``latent_dim``-dimensional data.
+                ``event_size``-dimensional data.
 
         Returns:
             This layer.
@@ -419,12 +494,16 @@ class GMMPriorSampling(keras.layers.Layer):
                 "`em` must be a fitted keras_gmm.GaussianMixtureEM; received "
                 f"em={em!r} of type {type(em).__name__}."
             )
-        if em.covariance_type != "diag":
+        try:
+            covariance_lib.check(
+                em.covariance_type, supported=(_PRIOR_COVARIANCE.name,)
+            )
+        except ValueError as error:
             raise ValueError(
                 "initialize_from needs a GaussianMixtureEM with "
-                "covariance_type='diag' (the prior has diagonal covariances); "
-                f"received covariance_type={em.covariance_type!r}."
-            )
+                f"covariance_type={_PRIOR_COVARIANCE.name!r} (the prior has "
+                f"diagonal covariances): {error}"
+            ) from None
         try:
             weights, means, variances = em.weights_, em.means_, em.covariances_
         except NotFittedError as error:
@@ -438,10 +517,10 @@ class GMMPriorSampling(keras.layers.Layer):
                 f"has num_components={self.num_components}; fit the EM with "
                 "the same number of components."
             )
-        if means.shape[-1] != self.latent_dim:
+        if means.shape[-1] != self.event_size:
             raise ValueError(
                 f"`em` was fitted on {means.shape[-1]}-dimensional data but "
-                f"this layer has latent_dim={self.latent_dim}; fit it on the "
+                f"this layer has event_size={self.event_size}; fit it on the "
                 "encoder's z_mean."
             )
         if not self.built:
@@ -457,7 +536,7 @@ class GMMPriorSampling(keras.layers.Layer):
         config.update(
             {
                 "num_components": self.num_components,
-                "latent_dim": self.latent_dim,
+                "event_size": self.event_size,
                 "kl_weight": self.kl_weight,
                 "kl_method": self.kl_method,
                 "seed": self.seed,
@@ -466,20 +545,73 @@ class GMMPriorSampling(keras.layers.Layer):
         )
         return config
 
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if "latent_dim" in config and "event_size" not in config:
+            # Saved before the rename (e.g. a zoo model): the file is not the
+            # user's code, so no deprecation warning.
+            config["event_size"] = config.pop("latent_dim")
+        return super().from_config(config)
 
-def _check_count(value, name):
-    if isinstance(value, (float, np.floating)):  # 2.0 is not a count
+
+def _event_size_argument(event_size, latent_dim):
+    """``event_size``, or the deprecated ``latent_dim=`` (with a warning)."""
+    if latent_dim is None:
+        if event_size is None:
+            raise ValueError(
+                "GMMPriorSampling needs `event_size`, the dimension D of the "
+                "latent (the last axis of z_mean and z_log_var); received "
+                "event_size=None."
+            )
+        return event_size
+    if event_size is not None:
         raise ValueError(
-            f"`{name}` must be a positive integer; received {name}={value!r}."
+            "Pass `event_size` only (`latent_dim` is its deprecated name); "
+            f"received event_size={event_size!r} and latent_dim={latent_dim!r}."
         )
-    return mixture_lib.check_positive(value, name, integer=True)
+    warnings.warn(
+        "GMMPriorSampling(latent_dim=...) is deprecated; use event_size=...",
+        DeprecationWarning, stacklevel=3,
+    )
+    return latent_dim
+
+
+def _sampling_log_var(z_log_var):
+    """``z_log_var`` clipped to ``[-SAMPLE_LOG_VAR_LIMIT,
+    SAMPLE_LOG_VAR_LIMIT]`` in value, with the identity's gradient (a NaN
+    stays NaN)."""
+    clipped = tf.clip_by_value(z_log_var, -SAMPLE_LOG_VAR_LIMIT, SAMPLE_LOG_VAR_LIMIT)
+    return tf.stop_gradient(clipped) + (z_log_var - tf.stop_gradient(z_log_var))
+
+
+def _check_permutation(order, num_components):
+    """``order`` as an int32 array if it is a permutation of
+    ``range(num_components)``, else a ValueError."""
+    if tf.is_tensor(order):
+        order = order.numpy()
+    array = np.asarray(order) if not isinstance(order, (str, bytes)) else None
+    ok = (
+        array is not None
+        and array.ndim == 1
+        and array.dtype.kind in "iu"
+        and array.size == num_components
+        and np.array_equal(np.sort(array), np.arange(num_components))
+    )
+    if not ok:
+        raise ValueError(
+            f"`order` must be a permutation of range({num_components}) "
+            f"(num_components={num_components}: every component index once); "
+            f"received order={_validation.describe(order)}."
+        )
+    return array.astype(np.int32)
 
 
 def _is_shape(value):
     return isinstance(value, (list, tuple, tf.TensorShape)) or hasattr(value, "shape")
 
 
-def _pair(inputs, name):
+def _two_inputs(inputs, name):
     if (
         not isinstance(inputs, (list, tuple))
         or len(inputs) != 2
@@ -487,6 +619,6 @@ def _pair(inputs, name):
     ):
         raise ValueError(
             f"GMMPriorSampling takes `{name}` = [z_mean, z_log_var] (two "
-            f"tensors of shape [..., latent_dim]); received {inputs!r}."
+            f"tensors of shape [..., event_size]); received {inputs!r}."
         )
     return inputs

@@ -14,7 +14,7 @@ diag(exp(v_c)))`` with ``pi = softmax(logits)`` ``[K]``, ``mu`` and ``v``
   logsumexp_k(log pi_k + l_k)``, the ``q(c | x)`` that maximises the ELBO for
   the given ``q(z | x)`` (VaDE's ``gamma = p(c | z)`` evaluated in expectation
   over ``q(z | x)``; it equals ``p(c | m)`` as ``exp(s) -> 0``). Log space:
-  rows are finite and sum to one for any inputs.
+  rows are finite and sum to one for any finite inputs.
 - :func:`vade_kl`: the closed-form ``KL(q(z, c | x) || p(z, c))`` of VaDE,
   ``sum_c gamma_c (log gamma_c - log pi_c - l_c) + E_q[log q(z | x)]`` with
   ``E_q[log q(z | x)] = -D/2 (log 2 pi + 1) - 1/2 sum_d s_d`` (minus the
@@ -25,6 +25,19 @@ diag(exp(v_c)))`` with ``pi = softmax(logits)`` ``[K]``, ``mu`` and ``v``
 
 Since ``KL(q(z, c) || p(z, c)) = KL(q(z) || p(z)) + E_q(z)[KL(q(c) || p(c |
 z))]``, the VaDE term is never below the expectation of the Monte Carlo one.
+
+Large posterior variances. The trace term ``1/2 sum_d exp(s_d - v_cd)``
+overflows float32 once ``s_d - v_cd`` exceeds about 88, although the
+responsibilities stay well defined: the part of it shared by all components
+cancels in ``gamma``. So the terms are computed relative to the component
+variances' maximum ``v*_d = max_c v_cd``: ``exp(s_d - v_cd) = exp(s_d -
+v*_d) + exp(s_d - v_cd) (-expm1(v_cd - v*_d))``, the first part common to all
+components (it leaves ``gamma`` unchanged), the second zero for the widest
+component. Beyond ``MAX_LOG_VARIANCE_RATIO`` (50: a posterior variance ``5e21``
+times the prior's), ``exp`` is continued linearly with its value and slope
+there, so the KL stays finite (a huge value, as it should be, with a gradient
+that still pulls ``z_log_var`` down) instead of ``inf``, and ``gamma`` finite;
+below it the results are the exact formulas.
 
 All functions are pure TensorFlow, take tensors of one floating dtype and
 broadcast leading dimensions of the posterior (``[..., D]``) against a fixed
@@ -42,6 +55,7 @@ import tensorflow as tf
 from keras_gmm.ops import gaussian
 
 __all__ = [
+    "MAX_LOG_VARIANCE_RATIO",
     "expected_log_prob",
     "log_responsibilities",
     "negative_entropy",
@@ -51,6 +65,52 @@ __all__ = [
 ]
 
 _LOG_2PI = math.log(2.0 * math.pi)
+
+
+#: Log of the posterior-to-prior variance ratio beyond which the trace term's
+#: ``exp`` is continued linearly (its value and slope there): finite results.
+MAX_LOG_VARIANCE_RATIO = 50.0
+
+
+def _continued_exp(x):
+    """``exp(x)`` up to ``MAX_LOG_VARIANCE_RATIO``, then the tangent line there
+    (C1, increasing, finite for any finite ``x`` below about 1e15)."""
+    c = tf.cast(MAX_LOG_VARIANCE_RATIO, x.dtype)
+    return tf.exp(tf.minimum(x, c)) * (1.0 + tf.nn.relu(x - c))
+
+
+def _trace_terms(z_log_var, log_variances):
+    """The trace term ``1/2 sum_d exp(s_d - v_cd)`` split as ``common [...]``
+    (shared by all components) plus ``relative [..., K]`` (>= 0, see the
+    module docstring): ``(common, relative)``."""
+    widest = tf.reduce_max(log_variances, axis=0)  # [D]
+    s = z_log_var[..., None, :]  # [..., 1, D]
+    common = 0.5 * tf.reduce_sum(_continued_exp(z_log_var - widest), axis=-1)
+    relative = 0.5 * tf.reduce_sum(
+        _continued_exp(s - log_variances) * -tf.math.expm1(log_variances - widest),
+        axis=-1,
+    )
+    return common, relative
+
+
+def _expected_log_prob_parts(z_mean, z_log_var, means, log_variances):
+    """:func:`expected_log_prob` as ``shifted [..., K] - common[..., None]``:
+    ``(shifted, common)``, ``common`` the trace part shared by all
+    components (it cancels in the responsibilities)."""
+    log_density = gaussian.log_gaussian_prob(
+        z_mean, means, _precisions_cholesky(log_variances), "diag"
+    )
+    common, relative = _trace_terms(z_log_var, log_variances)
+    return log_density - relative, common
+
+
+def _log_joint(z_mean, z_log_var, logits, means, log_variances):
+    """``log pi_c + l_c = shifted_c - common``: ``(shifted [..., K], common
+    [...])``."""
+    shifted, common = _expected_log_prob_parts(
+        z_mean, z_log_var, means, log_variances
+    )
+    return tf.nn.log_softmax(logits, axis=-1) + shifted, common
 
 
 def _precisions_cholesky(log_variances):
@@ -67,16 +127,13 @@ def expected_log_prob(z_mean, z_log_var, means, log_variances):
             log-variances.
 
     Returns:
-        ``[..., K]``: ``log N(m; mu_c, v_c) - 1/2 sum_d exp(s_d - v_cd)``.
+        ``[..., K]``: ``log N(m; mu_c, v_c) - 1/2 sum_d exp(s_d - v_cd)`` (the
+        ``exp`` continued linearly beyond ``MAX_LOG_VARIANCE_RATIO``).
     """
-    log_density = gaussian.log_gaussian_prob(
-        z_mean, means, _precisions_cholesky(log_variances), "diag"
+    shifted, common = _expected_log_prob_parts(
+        z_mean, z_log_var, means, log_variances
     )
-    # The trace term exp(s_d - v_cd), summed over d, in log space per entry.
-    trace = tf.reduce_sum(
-        tf.exp(z_log_var[..., None, :] - log_variances), axis=-1
-    )
-    return log_density - 0.5 * trace
+    return shifted - common[..., None]
 
 
 def log_responsibilities(z_mean, z_log_var, logits, means, log_variances):
@@ -85,13 +142,12 @@ def log_responsibilities(z_mean, z_log_var, logits, means, log_variances):
     ``l_c`` is :func:`expected_log_prob`; ``logits`` ``[K]`` are the prior's
     unnormalised log mixture weights.
     """
-    log_joint = tf.nn.log_softmax(logits, axis=-1) + expected_log_prob(
-        z_mean, z_log_var, means, log_variances
-    )
+    # The trace part common to all components cancels in the softmax.
+    shifted, _ = _log_joint(z_mean, z_log_var, logits, means, log_variances)
     # log_softmax subtracts the row maximum before the log-sum: with
     # log-densities of -1e13 a plain ``log_joint - logsumexp`` would round
     # the log K of K tied components away.
-    return tf.nn.log_softmax(log_joint, axis=-1)
+    return tf.nn.log_softmax(shifted, axis=-1)
 
 
 def negative_entropy(z_log_var):
@@ -108,17 +164,15 @@ def vade_kl(z_mean, z_log_var, logits, means, log_variances):
     ``log gamma_c - log pi_c - l_c = -logsumexp_k(log pi_k + l_k)`` for every
     ``c``, so the sum is computed as that one logsumexp: the same value, with
     no ``0 * log 0`` where a ``gamma_c`` underflows, and finite for any
-    inputs.
+    finite inputs (see the module docstring for large ``z_log_var``).
 
     Returns:
         ``(kl [...], log_gamma [..., K])``.
     """
-    log_joint = tf.nn.log_softmax(logits, axis=-1) + expected_log_prob(
-        z_mean, z_log_var, means, log_variances
-    )
-    log_evidence = tf.reduce_logsumexp(log_joint, axis=-1)
+    shifted, common = _log_joint(z_mean, z_log_var, logits, means, log_variances)
+    log_evidence = tf.reduce_logsumexp(shifted, axis=-1) - common
     kl = negative_entropy(z_log_var) - log_evidence
-    return kl, tf.nn.log_softmax(log_joint, axis=-1)
+    return kl, tf.nn.log_softmax(shifted, axis=-1)
 
 
 def log_posterior_prob(z, z_mean, z_log_var):

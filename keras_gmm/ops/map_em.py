@@ -35,13 +35,26 @@ means comes from :func:`keras_gmm.ops.em.recentred_statistics`, so no
 
 import tensorflow as tf
 
-from keras_gmm.ops import em
+from keras_gmm.ops import covariance, em
 
-__all__ = ["MAP_COVARIANCE_TYPES", "map_means_and_covariances"]
+__all__ = ["MAP_COVARIANCE_TYPES", "check_map_covariance_type",
+           "map_means_and_covariances"]
 
 #: Covariance types with one precision per scalar (or per component) that a
 #: Gamma prior is conjugate to.
 MAP_COVARIANCE_TYPES = ("diag", "spherical")
+
+
+def check_map_covariance_type(covariance_type, arg_name="covariance_type"):
+    """``covariance_type`` if the Gamma prior applies to it (see
+    :data:`MAP_COVARIANCE_TYPES`), else a ValueError."""
+    try:
+        return covariance.check(covariance_type, arg_name, supported=MAP_COVARIANCE_TYPES)
+    except ValueError as error:
+        raise ValueError(
+            f"{error} The Gamma prior on precisions is conjugate to one "
+            "precision per feature or per component only."
+        ) from None
 
 
 def map_means_and_covariances(stats, shift, covariance_type, alpha, beta, fixed_mean=None):
@@ -63,34 +76,32 @@ def map_means_and_covariances(stats, shift, covariance_type, alpha, beta, fixed_
         ("diag") or ``[K]`` ("spherical"), and ``nk`` the summed
         responsibilities (plus ``10 eps``, as :func:`keras_gmm.ops.em.m_step`).
     """
-    if covariance_type not in MAP_COVARIANCE_TYPES:
-        raise ValueError(
-            f"`covariance_type` must be one of {MAP_COVARIANCE_TYPES} for the "
-            f"Gamma prior on precisions; received covariance_type={covariance_type!r}."
-        )
+    cov = covariance.get(check_map_covariance_type(covariance_type))
     dtype = stats.nk.dtype
     nk_eps, means, _ = em.estimate_gaussian_parameters(
-        stats, shift, covariance_type, reg_covar=0.0
+        stats, shift, cov.name, reg_covar=0.0
     )
-    scatter = em.recentred_statistics(stats, covariance_type).sum_dxdx
+    scatter = em.recentred_statistics(stats, cov.name).sum_dxdx
+    rank = scatter.shape.rank  # 2 for one precision per feature, 1 per component
     shift = tf.cast(shift, dtype)
     if fixed_mean is not None:
         fixed = tf.convert_to_tensor(fixed_mean, tf.bool)
         means = tf.where(fixed[:, None], shift, means)
-        fixed_s = fixed[:, None] if covariance_type == "diag" else fixed
-        scatter = tf.where(fixed_s, stats.sum_dxdx, scatter)
-    alpha = tf.cast(alpha, dtype)
-    beta = tf.cast(beta, dtype)
-    n_features = tf.cast(tf.shape(means)[-1], dtype)
-    if covariance_type == "diag":
-        count = nk_eps[:, None]
-        alpha, beta = _per_component(alpha)[..., None], _per_component(beta)[..., None]
-    else:
-        count = nk_eps * n_features
+        scatter = tf.where(_per_precision(fixed, rank), stats.sum_dxdx, scatter)
+    alpha = _per_precision(tf.cast(alpha, dtype), rank)
+    beta = _per_precision(tf.cast(beta, dtype), rank)
+    # The number of squared deviations behind each precision (N_k per
+    # feature, N_k D per component): the scatter unit variances would have.
+    count = cov.scatter_from_covariances(
+        nk_eps, tf.ones_like(scatter), tf.zeros((), dtype), means.shape[-1]
+    )
     covariances = (scatter + 2.0 * beta) / (count + 2.0 * (alpha - 1.0))
     return nk_eps, means, covariances
 
 
-def _per_component(value):
-    # A scalar broadcasts against [K]; a [K] vector stays as it is.
-    return value if value.shape.rank else value[None]
+def _per_precision(value, rank):
+    """A scalar as it is; a ``[K]`` vector with ``rank - 1`` trailing axes of
+    size one, to broadcast against one value per precision."""
+    if not value.shape.rank:
+        return value
+    return tf.reshape(value, [-1] + [1] * (rank - 1))

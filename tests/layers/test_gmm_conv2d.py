@@ -350,6 +350,17 @@ def test_geometry_gain_keeps_the_initial_kernel_and_speeds_up_the_geometry():
         (dict(filters=2, kernel_size=3, geometry_gain=0), r"geometry_gain.*0"),
         (dict(filters=2, kernel_size=3, share_gaussians="yes"),
          r"share_gaussians.*yes"),
+        (dict(filters=2, kernel_size=True), r"kernel_size.*True"),
+        (dict(filters=2.0, kernel_size=3), r"filters.*2.0"),
+        (dict(filters=2, kernel_size=3, padding=None), r"padding.*None"),
+        (dict(filters=2, kernel_size=3, use_bias="no"), r"use_bias.*'no'"),
+        (dict(filters=2, kernel_size=3, min_scale=float("nan")), r"min_scale.*nan"),
+        (dict(filters=2, kernel_size=3, initial_scale=float("inf")),
+         r"initial_scale.*inf"),
+        (dict(filters=2, kernel_size=3, geometry_gain=float("nan")),
+         r"geometry_gain.*nan"),
+        (dict(filters=2, kernel_size=3, dilation_rate=(1, -2)),
+         r"dilation_rate.*\(1, -2\)"),
     ],
 )
 def test_bad_constructor_arguments(kwargs, match):
@@ -364,6 +375,51 @@ def test_input_rank_not_4_is_a_clear_error(shape):
         layer(np.zeros(shape, np.float32))
     with pytest.raises(ValueError, match="4-D inputs"):
         keras.Sequential([keras.Input(shape[1:]), keras_gmm.GMMConv2D(2, 3)])
+
+
+@pytest.mark.parametrize(
+    "conv_kwargs, shape",
+    [
+        (dict(kernel_size=5), (1, 3, 3, 2)),
+        (dict(kernel_size=(2, 6)), (1, 8, 5, 2)),
+        (dict(kernel_size=3, dilation_rate=2), (1, 4, 9, 2)),
+        (dict(kernel_size=3, data_format="channels_first"), (1, 2, 2, 7)),
+    ],
+)
+def test_kernel_larger_than_input_with_valid_padding_raises(conv_kwargs, shape):
+    """As keras.layers.Conv2D: eagerly and at build, not a wrong-shaped output."""
+    x = np.zeros(shape, np.float32)
+    with pytest.raises(ValueError, match="Computed output size would be zero or negative"):
+        keras.layers.Conv2D(2, **conv_kwargs)(x)  # the peer refuses too
+    with pytest.raises(ValueError, match="output size would be zero or negative.*padding='same'"):
+        keras_gmm.GMMConv2D(2, **conv_kwargs)(x)
+    with pytest.raises(ValueError, match="output size would be zero or negative"):
+        keras.Sequential([keras.Input(shape[1:]), keras_gmm.GMMConv2D(2, **conv_kwargs)])
+    layer = keras_gmm.GMMConv2D(2, **conv_kwargs)
+    with pytest.raises(ValueError, match="output size would be zero or negative"):
+        layer.compute_output_shape(shape)
+    # padding="same" is fine with any input size (as Conv2D).
+    same = keras_gmm.GMMConv2D(2, padding="same", **conv_kwargs)
+    assert tuple(same(x).shape) == tuple(
+        keras.layers.Conv2D(2, padding="same", **conv_kwargs).compute_output_shape(shape)
+    )
+
+
+def test_unknown_spatial_size_is_checked_in_graph():
+    layer = keras_gmm.GMMConv2D(2, 3)
+    fn = tf.function(layer, input_signature=[tf.TensorSpec([None, None, None, 2])])
+    assert fn(tf.zeros((1, 3, 4, 2))).shape == (1, 1, 2, 2)  # exactly the kernel
+    with pytest.raises(tf.errors.InvalidArgumentError, match="spatial size must be >= 3"):
+        fn(tf.zeros((1, 2, 5, 2)))
+
+
+def test_supported_covariance_types_and_deprecated_alias():
+    assert gmm_conv2d.SUPPORTED_COVARIANCE_TYPES == COV_TYPES
+    with pytest.warns(DeprecationWarning, match="SUPPORTED_COVARIANCE_TYPES"):
+        assert gmm_conv2d.COVARIANCE_TYPES == COV_TYPES
+    assert [gmm_conv2d.num_gaussian_params(t) for t in COV_TYPES] == [4, 5, 3]
+    with pytest.raises(ValueError, match="covariance_type.*'tied'"):
+        gmm_conv2d.num_gaussian_params("tied")
 
 
 def test_unknown_channels_and_wrong_channel_count():
@@ -422,7 +478,7 @@ def test_zoo_gmmconv_digits_train_tiny(tmp_path):
     )
     assert "--epochs 2 --seed 1" in meta["train_command"]
     assert meta["training"]["comparison"]["seeds"] == [1]
-    model = keras_gmm.zoo.load("gmmconv_digits", root=tmp_path)
+    model = keras_gmm.zoo.load("gmmconv_digits", root=tmp_path, sha256=meta["sha256"])
     rows = keras_gmm.zoo.check_metrics(
         "gmmconv_digits", keras_gmm.zoo.evaluate("gmmconv_digits", model),
         root=tmp_path,

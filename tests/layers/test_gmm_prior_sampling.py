@@ -1,6 +1,9 @@
 """keras_gmm.GMMPriorSampling: the VaDE prior layer."""
 
 import doctest
+import warnings
+import zipfile
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -37,7 +40,7 @@ def data(n=32, seed=0):
 
 def random_prior(layer, seed=0):
     rng = np.random.default_rng(seed)
-    k, d = layer.num_components, layer.latent_dim
+    k, d = layer.num_components, layer.event_size
     layer.logits.assign(rng.normal(size=k).astype(np.float32))
     layer.means.assign(rng.normal(scale=3.0, size=(k, d)).astype(np.float32))
     layer.log_variances.assign(rng.normal(-1.0, 0.5, size=(k, d)).astype(np.float32))
@@ -303,14 +306,21 @@ def test_short_training_recovers_separated_blobs_without_collapse():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(num_components=0, latent_dim=2), "num_components.*0"),
-        (dict(num_components=-1, latent_dim=2), "num_components.*-1"),
-        (dict(num_components=2.0, latent_dim=2), "num_components.*2.0"),
-        (dict(num_components=2, latent_dim=0), "latent_dim.*0"),
-        (dict(num_components=2, latent_dim=2, kl_method="exact"), "kl_method.*exact"),
-        (dict(num_components=2, latent_dim=2, kl_weight=-1.0), "kl_weight.*-1.0"),
-        (dict(num_components=2, latent_dim=2, inference="mode"), "inference.*mode"),
-        (dict(num_components=2, latent_dim=2, seed="0"), "seed"),
+        (dict(num_components=0, event_size=2), "num_components.*0"),
+        (dict(num_components=-1, event_size=2), "num_components.*-1"),
+        (dict(num_components=2.0, event_size=2), "num_components.*2.0"),
+        (dict(num_components=2, event_size=0), "event_size.*0"),
+        (dict(num_components=2), "event_size.*None"),
+        (dict(num_components=2, event_size=2, latent_dim=2), "event_size` only.*latent_dim=2"),
+        (dict(num_components=2, event_size=2, kl_method="exact"), "kl_method.*exact"),
+        (dict(num_components=2, event_size=2, kl_weight=-1.0), "kl_weight.*-1.0"),
+        (dict(num_components=2, event_size=2, kl_weight=float("nan")), "kl_weight.*nan"),
+        (dict(num_components=2, event_size=2, kl_weight=float("inf")), "kl_weight.*inf"),
+        (dict(num_components=2, event_size=2, inference="mode"), "inference.*mode"),
+        (dict(num_components=2, event_size=2, seed="0"), "seed.*'0'"),
+        (dict(num_components=2, event_size=2, seed=-1), "seed.*-1"),
+        (dict(num_components=2, event_size=2, seed=2**63), "seed.*9223372036854775808"),
+        (dict(num_components=2, event_size=2, seed=1.5), "seed.*1.5"),
     ],
 )
 def test_bad_arguments(kwargs, match):
@@ -322,11 +332,11 @@ def test_bad_inputs():
     layer = keras_gmm.GMMPriorSampling(2, 3)
     with pytest.raises(ValueError, match="same shape.*\\(4, 3\\).*\\(4, 2\\)"):
         layer([tf.zeros((4, 3)), tf.zeros((4, 2))])
-    with pytest.raises(ValueError, match="latent_dim=3.*\\(4, 5\\)"):
+    with pytest.raises(ValueError, match="event_size=3.*\\(4, 5\\)"):
         layer([tf.zeros((4, 5)), tf.zeros((4, 5))])
     with pytest.raises(ValueError, match="z_mean, z_log_var"):
         layer(tf.zeros((4, 3)))
-    with pytest.raises(ValueError, match="latent_dim=3"):
+    with pytest.raises(ValueError, match="event_size=3"):
         keras.Model(
             keras.Input((2,)),
             keras_gmm.GMMPriorSampling(2, 3)([keras.Input((2,)), keras.Input((2,))]),
@@ -336,7 +346,7 @@ def test_bad_inputs():
     built = built_layer(k=2, d=3)
     with pytest.raises(ValueError, match="same shape"):
         built.cluster_probabilities(np.zeros((4, 3)), np.zeros((5, 3)))
-    with pytest.raises(ValueError, match="component.*\\[0, 2\\).*5"):
+    with pytest.raises(ValueError, match="component.*\\[0, 1\\].*num_components=2.*5"):
         built.sample_prior(4, component=5)
     with pytest.raises(tf.errors.InvalidArgumentError, match="component"):
         built.sample_prior(2, component=tf.constant([0, 2]))
@@ -346,13 +356,187 @@ def test_bad_inputs():
         built.sample_prior(2, temperature=-1.0)
 
 
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(n=2.0), ValueError, "`n`.*2.0"),
+        (dict(n=True), ValueError, "`n`.*True"),
+        (dict(n="3"), ValueError, "`n`.*'3'"),
+        (dict(n=tf.constant(2.0)), ValueError, "`n`.*integer tensor.*float32"),
+        (dict(n=tf.constant(0)), tf.errors.InvalidArgumentError, "`n` must be"),
+        (dict(n=2, temperature=float("nan")), ValueError, "temperature.*nan"),
+        (dict(n=2, temperature=float("inf")), ValueError, "temperature.*inf"),
+        (dict(n=2, temperature=tf.constant(float("nan"))),
+         tf.errors.InvalidArgumentError, "temperature"),
+        (dict(n=2, seed="7"), ValueError, "seed.*'7'"),
+        (dict(n=2, seed=-3), ValueError, "seed.*-3"),
+        (dict(n=2, seed=2**64), ValueError, "seed.*18446744073709551616"),
+        (dict(n=2, seed=tf.constant([1.0, 2.0])), ValueError, "seed.*integer tensor"),
+        (dict(n=2, component=1.0), ValueError, "component.*1.0"),
+        (dict(n=2, component=True), ValueError, "component.*True"),
+        (dict(n=2, component="0"), ValueError, "component.*'0'"),
+        (dict(n=2, component=-1), ValueError, "component.*-1"),
+        (dict(n=2, component=[[0, 1]]), ValueError, "component.*scalar or a vector"),
+        (dict(n=3, component=[0, 1]), ValueError, "one index per code.*n=3.*2 indices"),
+        (dict(n=tf.constant(3), component=tf.constant([0, 1])),
+         tf.errors.InvalidArgumentError, "one index per code"),
+    ],
+)
+def test_sample_prior_bad_arguments(kwargs, error, match):
+    built = built_layer(k=2, d=3)
+    with pytest.raises(error, match=match):
+        built.sample_prior(**kwargs)
+
+
+def test_kl_divergence_and_nan_rows():
+    layer = built_layer(kl_method="mc")
+    zm, zl = np.zeros((4, D), np.float32), np.zeros((4, D), np.float32)
+    with pytest.raises(ValueError, match="pass z"):
+        layer.kl_divergence(zm, zl)
+    with pytest.raises(ValueError, match="`z` must have the shape of z_mean.*\\(4, 3\\)"):
+        layer.kl_divergence(zm, zl, z=np.zeros((4, 3), np.float32))
+    # A NaN row gives NaN for that row only, and no invented cluster.
+    zm[1, 0] = np.nan
+    gamma = layer.cluster_probabilities(zm, zl).numpy()
+    assert np.all(np.isnan(gamma[1])) and np.all(np.isfinite(gamma[[0, 2, 3]]))
+    np.testing.assert_array_equal(layer.predict_cluster(zm, zl).numpy()[1], -1)
+    assert np.all(layer.predict_cluster(zm, zl).numpy()[[0, 2, 3]] >= 0)
+    for method in ("vade", "mc"):
+        layer = built_layer(kl_method=method)
+        z, kl = layer([zm, zl], training=True), layer.kl_divergence(zm, zl, z=zm)
+        z = z.numpy()  # elementwise: only the NaN entry's sample is NaN
+        assert np.isnan(z[1, 0]) and np.isfinite(z).sum() == z.size - 1
+        assert np.isnan(kl.numpy()[1]) and np.all(np.isfinite(kl.numpy()[[0, 2, 3]]))
+
+
+# ------------------------------------------------- extreme posterior variances
+@pytest.mark.parametrize("log_var", [89.0, 200.0, -200.0, 1e6])
+@pytest.mark.parametrize("kl_method", ["vade", "mc"])
+def test_extreme_z_log_var_gives_finite_gamma_kl_and_samples(log_var, kl_method):
+    """exp(89) overflows float32: the docstring promises finite rows anyway."""
+    layer = built_layer(k=4, d=3, kl_method=kl_method)
+    random_prior(layer, seed=4)
+    rng = np.random.default_rng(5)
+    zm = rng.normal(size=(6, 3)).astype(np.float32)
+    zl = np.full((6, 3), log_var, np.float32)
+    zl[0] = 0.0  # an ordinary row next to the extreme ones
+    z, gamma = layer([zm, zl], training=True, return_cluster_probabilities=True)
+    gamma = gamma.numpy()
+    assert np.all(np.isfinite(gamma)) and np.all(np.isfinite(z.numpy()))
+    np.testing.assert_allclose(gamma.sum(axis=1), 1.0, atol=1e-5)
+    assert np.isfinite(float(layer.losses[-1]))
+    kl = layer.kl_divergence(zm, zl, z=z).numpy()
+    assert np.all(np.isfinite(kl))
+    # The extreme rows cost more than the ordinary one (a huge or a tiny
+    # posterior variance is far from the prior), and gradients are finite.
+    assert np.all(kl[1:] > kl[0])
+    zl_var = tf.Variable(zl)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(layer.kl_divergence(zm, zl_var, z=z))
+    grad = tape.gradient(loss, zl_var).numpy()
+    assert np.all(np.isfinite(grad))
+    if log_var > 0 and kl_method == "vade":  # it still pulls a huge variance down
+        assert np.all(grad[1:] > 0)
+
+
+@pytest.mark.parametrize("log_var", [89.0, 200.0, -200.0])
+def test_extreme_z_log_var_gamma_is_right(log_var):
+    """With the same prior variance for every component, the trace term of
+    E_q[log N] is common to all and cancels: gamma = p(c | z_mean) exactly,
+    for any z_log_var. With distinct variances and a huge z_log_var, the
+    widest component takes everything."""
+    layer = built_layer(k=3, d=2)
+    random_prior(layer, seed=6)
+    layer.log_variances.assign(np.full((3, 2), -0.5, np.float32))
+    rng = np.random.default_rng(7)
+    zm = rng.normal(scale=2.0, size=(5, 2)).astype(np.float32)
+    gamma = layer.cluster_probabilities(zm, np.full((5, 2), log_var, np.float32))
+    want = layer.cluster_probabilities(zm, np.full((5, 2), -30.0, np.float32))
+    np.testing.assert_allclose(gamma.numpy(), want.numpy(), rtol=1e-5, atol=1e-7)
+    if log_var > 0:
+        layer.log_variances.assign([[-1.0, 0.0], [0.5, 0.7], [0.2, -0.3]])
+        gamma = layer.cluster_probabilities(zm, np.full((5, 2), log_var, np.float32))
+        np.testing.assert_allclose(gamma.numpy()[:, 1], 1.0, atol=1e-6)
+
+
+# ----------------------------------------------------------- permutations
+def test_permute_components_relabels_the_prior():
+    layer = built_layer(k=4, d=2)
+    random_prior(layer, seed=8)
+    before = [w.numpy().copy() for w in (layer.logits, layer.means, layer.log_variances)]
+    rng = np.random.default_rng(9)
+    zm = rng.normal(scale=2.0, size=(10, 2)).astype(np.float32)
+    zl = rng.normal(-1.0, 0.3, size=(10, 2)).astype(np.float32)
+    gamma = layer.cluster_probabilities(zm, zl).numpy()
+    kl = layer.kl_divergence(zm, zl).numpy()
+    order = [2, 0, 3, 1]
+    assert layer.permute_components(np.array(order)) is layer
+    for old, w in zip(before, (layer.logits, layer.means, layer.log_variances)):
+        np.testing.assert_array_equal(w.numpy(), old[order])  # new k = old order[k]
+    np.testing.assert_allclose(layer.cluster_probabilities(zm, zl).numpy(),
+                               gamma[:, order], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(layer.kl_divergence(zm, zl).numpy(), kl, rtol=1e-5)
+    # The inverse permutation restores the prior (a list works too).
+    layer.permute_components(list(np.argsort(order)))
+    np.testing.assert_array_equal(layer.means.numpy(), before[1])
+
+
+@pytest.mark.parametrize(
+    "order", [[0, 0, 1], [0, 1], [0, 1, 3], [[0, 1, 2]], [0.0, 1.0, 2.0], "012",
+              [-1, 0, 1], None],
+)
+def test_permute_components_bad_order(order):
+    layer = built_layer(k=3, d=2)
+    means = layer.means.numpy().copy()
+    with pytest.raises(ValueError, match=r"order.*permutation of range\(3\)"):
+        layer.permute_components(order)
+    np.testing.assert_array_equal(layer.means.numpy(), means)  # nothing changed
+
+
+def test_permute_components_needs_a_built_layer():
+    with pytest.raises(ValueError, match="not built"):
+        keras_gmm.GMMPriorSampling(3, 2).permute_components([0, 1, 2])
+
+
+# ------------------------------------------------------------ vocabulary
+def test_latent_dim_is_a_deprecated_alias_of_event_size():
+    with pytest.warns(DeprecationWarning, match="latent_dim.*event_size"):
+        layer = keras_gmm.GMMPriorSampling(3, latent_dim=2)
+    assert layer.event_size == 2
+    with pytest.warns(DeprecationWarning, match="latent_dim.*event_size"):
+        assert layer.latent_dim == 2
+    config = layer.get_config()
+    assert config["event_size"] == 2 and "latent_dim" not in config
+    # A config saved before the rename loads, silently (the file is not code).
+    old = dict(config)
+    old["latent_dim"] = old.pop("event_size")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        restored = keras_gmm.GMMPriorSampling.from_config(old)
+    assert restored.event_size == 2
+
+
+def test_saved_zoo_model_with_latent_dim_still_loads():
+    """saved_models/vade_digits stores ``latent_dim`` in its config."""
+    path = Path(__file__).resolve().parents[2] / "saved_models/vade_digits/model.keras"
+    with zipfile.ZipFile(path) as archive:
+        assert '"latent_dim": 10' in archive.read("config.json").decode()
+    model = keras.saving.load_model(path, safe_mode=True)
+    prior = model.get_layer("vade").get_layer("prior")
+    assert isinstance(prior, keras_gmm.GMMPriorSampling)
+    assert (prior.num_components, prior.event_size) == (10, 10)
+    x = np.random.default_rng(0).uniform(size=(4, 64)).astype(np.float32)
+    gamma = model.predict(x, verbose=0)
+    assert gamma.shape == (4, 10) and np.allclose(gamma.sum(axis=1), 1.0, atol=1e-5)
+
+
 def test_initialize_from_bad_em(fitted_em):
     em, _ = fitted_em  # 3 components on 2-D data
     layer = keras_gmm.GMMPriorSampling(3, 4)
     with pytest.raises(keras_gmm.layers.gaussian_mixture_em.NotFittedError,
                        match="unfitted.*fit"):
         layer.initialize_from(keras_gmm.GaussianMixtureEM(3, covariance_type="diag"))
-    with pytest.raises(ValueError, match="2-dimensional.*latent_dim=4"):
+    with pytest.raises(ValueError, match="2-dimensional.*event_size=4"):
         layer.initialize_from(em)
     with pytest.raises(ValueError, match="num_components=3.*num_components=2"):
         keras_gmm.GMMPriorSampling(2, 2).initialize_from(em)

@@ -144,3 +144,51 @@ def test_extreme_inputs_give_finite_normalised_responsibilities(z_scale, log_var
         value, _ = kl.vade_kl(z_mean, z_log_var, logits, means, log_variances)
         assert np.all(np.isfinite(value.numpy()))
         assert np.all(value.numpy() > -1e-3 * np.abs(value.numpy()).max() - 1e-3)
+
+
+def test_large_posterior_variances_exact_below_the_limit():
+    """Log-variance ratios up to MAX_LOG_VARIANCE_RATIO (50): the exact
+    formulas (float64 reference), although the trace term is huge."""
+    case = random_case(5)
+    case["z_log_var"] = case["z_log_var"] + 40.0
+    want_kl, want_log_gamma, want_ell = numpy_vade(case)
+    t = as_tensors(case)
+    got_kl, got_log_gamma = kl.vade_kl(**t)
+    np.testing.assert_allclose(got_kl.numpy(), want_kl, rtol=1e-10)
+    np.testing.assert_allclose(
+        kl.expected_log_prob(t["z_mean"], t["z_log_var"], t["means"],
+                             t["log_variances"]).numpy(), want_ell, rtol=1e-10)
+    # The reference's softmax of values near -1e17 keeps only the largest
+    # differences; ours cancels the common part first, so it is at least as
+    # peaked: compare the argmax and where the reference is confident.
+    np.testing.assert_array_equal(got_log_gamma.numpy().argmax(1), want_log_gamma.argmax(1))
+
+
+@pytest.mark.parametrize("log_var", [89.0, 200.0, 1e4])
+def test_beyond_the_limit_finite_increasing_and_c1(log_var):
+    f32 = tf.float32
+    rng = np.random.default_rng(1)
+    args = dict(
+        z_mean=tf.constant(rng.normal(size=(4, D)), f32),
+        logits=tf.constant(rng.normal(size=K), f32),
+        means=tf.constant(rng.normal(size=(K, D)), f32),
+        log_variances=tf.constant(rng.normal(-0.5, 0.5, size=(K, D)), f32),
+    )
+    s = tf.Variable(tf.fill([4, D], tf.constant(log_var, f32)))
+    with tf.GradientTape() as tape:
+        value, log_gamma = kl.vade_kl(z_log_var=s, **args)
+    grad = tape.gradient(value, s).numpy()
+    assert np.all(np.isfinite(value.numpy())) and np.all(np.isfinite(log_gamma.numpy()))
+    np.testing.assert_allclose(tf.exp(log_gamma).numpy().sum(-1), 1.0, atol=1e-5)
+    assert np.all(grad > 0)  # the KL keeps pulling the variance down
+    bigger, _ = kl.vade_kl(z_log_var=s + 1.0, **args)
+    assert np.all(bigger.numpy() > value.numpy())
+    # The continuation is C1 at the limit: value and slope of exp match.
+    c = kl.MAX_LOG_VARIANCE_RATIO
+    x = tf.constant([c - 1e-4, c, c + 1e-4], tf.float64)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = kl._continued_exp(x)
+    np.testing.assert_allclose(y.numpy(), np.exp(c) * np.array([np.exp(-1e-4), 1.0, 1.0 + 1e-4]),
+                               rtol=1e-9)
+    np.testing.assert_allclose(tape.gradient(y, x).numpy(), np.exp(c), rtol=2e-4)

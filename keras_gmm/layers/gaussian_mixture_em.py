@@ -1,27 +1,33 @@
 """GaussianMixtureEM: a Gaussian mixture fitted by EM, as a Keras layer.
 
 Batch EM (``fit``): arrays run one XLA-compiled loop over all iterations
-(:func:`keras_gmm.ops.em.em_iterations`, the data in cache-sized chunks); a
-``tf.data.Dataset``, or any input under a ``tf.distribute`` strategy, is
-streamed, one pass per iteration, each replica's sufficient statistics summed
-by one all-reduce. Online EM (``online=True``): inside ``model.fit`` each
-training batch makes one stepwise-EM step on decayed statistics
-(:func:`keras_gmm.ops.em.stepwise_statistics`), like BatchNormalization's
-moving statistics. scikit-learn's fitted attributes and methods; the state
-lives in non-trainable weights (saving, loading, export).
+(:func:`keras_gmm.ops.em_driver.em_iterations`, the data in cache-sized
+chunks); a ``tf.data.Dataset``, or any input under a ``tf.distribute``
+strategy, is streamed, one pass per iteration, each replica's sufficient
+statistics summed by one all-reduce (:func:`keras_gmm.ops.em_driver.
+streamed_em`). Online EM (``online=True``): inside ``model.fit`` each
+training batch makes one stepwise-EM step on decayed statistics, like
+BatchNormalization's moving statistics. The state (weights, fitted flag,
+online update, scikit-learn's fitted attributes) is the one fitted-mixture
+state of :mod:`keras_gmm.layers._mixture_state`; this module holds the EM
+fit and scikit-learn's methods.
 """
+
+import math
+import warnings
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_gmm import _validation
 from keras_gmm import mixture as mixture_lib
-from keras_gmm.ops import em, gaussian
-from keras_gmm.ops.gaussian import check_covariance_type
+from keras_gmm.layers._mixture_state import MixtureState, NotFittedError, check_rows
+from keras_gmm.ops import em, em_driver, gaussian
 
 __all__ = ["GaussianMixtureEM", "NotFittedError"]
 
-INIT_PARAMS = ("kmeans++", "kmeans", "random", "random_from_data")
+INIT_PARAMS = em.INIT_PARAMS
 OUTPUTS = ("responsibilities", "log_prob", "both")
 # At most this many rows are held in memory to initialise from a Dataset.
 _MAX_INIT_ROWS = 100_000
@@ -31,17 +37,66 @@ _MAX_INIT_ROWS = 100_000
 # shared by every layer instance (n_init, refits, several layers). The ops
 # write their loops and branches as tf.while_loop / tf.cond, so AutoGraph's
 # source conversion is skipped (it was about a third of a first fit's time).
-_EM_ITERATIONS = tf.function(em.em_iterations, jit_compile=True, autograph=False)
+_EM_ITERATIONS = tf.function(em_driver.em_iterations, jit_compile=True, autograph=False)
 _INITIALIZE = tf.function(em.initialize, jit_compile=True, autograph=False)
-_m_step = tf.function(em.m_step, autograph=False)
 
 
-class NotFittedError(ValueError, AttributeError):
-    """The mixture is used before :meth:`GaussianMixtureEM.fit` (as in sklearn)."""
+def _dataset_of_rows(dataset, dtype, name="x"):
+    """A ``tf.data.Dataset`` given to ``fit`` as a dataset of ``[batch, D]``
+    tensors in ``dtype``, and ``D``; a ValueError naming the fix otherwise.
+
+    Accepts elements ``x``, ``(x,)`` and ``(x, y)`` (``x`` is used, ``y``
+    ignored); refuses infinite and empty datasets, dicts, longer tuples,
+    unbatched (1-D) elements and non-numeric ones.
+    """
+    # TODO(_validation): a check_dataset there would serve every fit.
+    cardinality = int(tf.data.experimental.cardinality(dataset))
+    if cardinality == int(tf.data.experimental.INFINITE_CARDINALITY):
+        raise ValueError(
+            f"`{name}` is an infinite tf.data.Dataset (e.g. made with "
+            ".repeat()); EM makes one pass over the data per iteration, so it "
+            "needs a finite one: drop the .repeat() or bound it with "
+            ".take(n_batches)."
+        )
+    spec = dataset.element_spec
+    if isinstance(spec, tuple) and len(spec) in (1, 2):
+        dataset = dataset.map(lambda *element: element[0])
+        spec = spec[0]
+    if not isinstance(spec, tf.TensorSpec):
+        fix = ("dataset.map(lambda d: d['features'])" if isinstance(spec, dict)
+               else "dataset.map(lambda x, *rest: x) (EM takes no sample weights)")
+        raise ValueError(
+            f"`{name}` must be a tf.data.Dataset of feature batches `x`, or of "
+            "`(x,)` or `(x, y)` tuples (x is used); received elements of "
+            f"structure {_validation.describe(spec, 200)}. Map it to x first, "
+            f"e.g. {fix}."
+        )
+    if not (spec.dtype.is_floating or spec.dtype.is_integer or spec.dtype.is_bool):
+        raise ValueError(
+            f"`{name}` must hold real numbers; received a tf.data.Dataset of "
+            f"dtype {spec.dtype.name}."
+        )
+    rank = spec.shape.rank
+    if rank is not None and rank != 2:
+        fix = (" It looks unbatched: call dataset.batch(1024) first."
+               if rank == 1 else "")
+        raise ValueError(
+            f"`{name}` must be a tf.data.Dataset of 2-D batches [batch, "
+            f"n_features]; received elements of shape {spec.shape}.{fix}"
+        )
+    first = next(iter(dataset.take(1)), None)
+    if cardinality == 0 or first is None:
+        raise ValueError(f"`{name}` is an empty tf.data.Dataset; it has no rows to fit.")
+    if first.shape.rank != 2:
+        raise ValueError(
+            f"`{name}` must be a tf.data.Dataset of 2-D batches [batch, "
+            f"n_features]; received a first element of shape {first.shape}."
+        )
+    return dataset.map(lambda b: tf.cast(b, dtype)), int(first.shape[-1])
 
 
 @keras.saving.register_keras_serializable(package="keras_gmm")
-class GaussianMixtureEM(keras.layers.Layer):
+class GaussianMixtureEM(MixtureState, keras.layers.Layer):
     """A Gaussian mixture fitted by Expectation-Maximization, as a Keras layer.
 
     A drop-in for scikit-learn's ``GaussianMixture`` (same arguments, fitted
@@ -62,15 +117,15 @@ class GaussianMixtureEM(keras.layers.Layer):
         init_params: "kmeans++" (default), "kmeans", "random" or
             "random_from_data".
         weights_init, means_init, precisions_init: initial parameters, as in
-            scikit-learn (precisions, not their Cholesky factors).
+            scikit-learn (precisions, not their Cholesky factors); finite.
         warm_start: continue from the current parameters on the next ``fit``.
-        seed: int seed of the initialisations.
+        seed: int seed of the initialisations (None: fresh draws).
         output: what ``call`` returns: "responsibilities" ``[batch, K]``,
             "log_prob" ``[batch]`` or "both" (a dict).
         online: update the mixture from each training batch inside
-            ``model.fit`` (``call(x, training=True)``) by stepwise EM; the
-            first training batch initialises it by k-means++ unless the layer
-            was fitted. Inference calls never change it.
+            ``model.fit`` (``call(x, training=True)`` on a trainable layer) by
+            stepwise EM; the first training batch initialises it by k-means++
+            unless the layer was fitted. Inference calls never change it.
         momentum: online mode's decay of the running statistics, in [0, 1):
             ``stats = momentum * stats + (1 - momentum) * batch_stats``. The
             mixture forgets in about ``1 / (1 - momentum)`` steps, so it can
@@ -79,8 +134,9 @@ class GaussianMixtureEM(keras.layers.Layer):
 
     Call arguments:
         inputs: ``[..., D]`` features.
-        training: with ``online=True``, a training call first makes one
-            stepwise-EM step on the batch (no gradient flows into the EM).
+        training: with ``online=True`` and ``trainable``, a training call
+            first makes one stepwise-EM step on the batch (no gradient flows
+            into the EM), as BatchNormalization updates its moving statistics.
 
     Input shape:
         ``[..., D]``.
@@ -90,19 +146,39 @@ class GaussianMixtureEM(keras.layers.Layer):
         of both (``output``); in the variables' dtype (float32 under
         ``mixed_float16``).
 
+    Fitted state. ``weights_``, ``means_``, ``precisions_cholesky_``,
+    ``covariances_``, ``precisions_`` and the methods raise
+    :class:`NotFittedError` before ``fit`` (or a first online step); so does
+    an eager call. Inside a model traced before ``fit`` the layer returns its
+    placeholder mixture (uniform responsibilities) and warns once.
+    ``converged_``, ``n_iter_`` and ``lower_bound_`` are weights too: they
+    survive a ``.keras`` round trip (``lower_bounds_``, the per-iteration
+    list, does not).
+
+    Non-finite input. ``fit`` refuses NaN/inf rows (arrays upfront, a dataset
+    on its first pass). ``predict_proba``, ``score_samples`` give NaN for a
+    row holding NaN or inf, ``predict`` gives the label ``-1`` for it (no
+    component is invented), ``score``/``bic``/``aic`` are then NaN. An online
+    step whose batch holds NaN/inf (or whose M-step fails) keeps the previous
+    mixture and is counted in the ``skipped_batches`` weight, with or without
+    ``jit_compile``; so is a first batch with fewer rows than components.
+
     An empty component keeps ``reg_covar * I`` as covariance, its previous mean
     and a weight near 0 (never NaN); a covariance that is not positive definite
-    raises a ValueError suggesting a larger ``reg_covar``.
+    raises a ValueError suggesting a larger ``reg_covar`` (and
+    ``dtype="float64"`` for a float32 layer).
 
     Example:
 
     >>> import numpy as np, keras_gmm
     >>> x = np.concatenate([np.random.randn(200, 2) - 4, np.random.randn(200, 2) + 4])
     >>> gmm = keras_gmm.GaussianMixtureEM(2, seed=0)
-    >>> history = gmm.fit(x.astype("float32"))
+    >>> history = gmm.fit(x.astype("float32"), verbose=0)
     >>> gmm.predict(x[:3]).shape, gmm.means_.shape
     ((3,), (2, 2))
     """
+
+    _fit_hint = "call fit(x) first"
 
     def __init__(
         self,
@@ -123,59 +199,32 @@ class GaussianMixtureEM(keras.layers.Layer):
         momentum=0.99,
         **kwargs,
     ):
-        # The fitted parameters are read in their own dtype (no autocast to
-        # float16 under mixed precision): log-densities need the precision.
-        kwargs.setdefault("autocast", False)
-        super().__init__(**kwargs)
-        self.num_components = mixture_lib.check_positive(
-            num_components, "num_components", integer=True
-        )
-        self.covariance_type = check_covariance_type(covariance_type)
-        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or tol < 0:
-            raise ValueError(f"`tol` must be a number >= 0; received tol={tol!r}.")
-        self.tol = float(tol)
-        self.reg_covar = mixture_lib.check_positive(reg_covar, "reg_covar")
-        self.max_iter = mixture_lib.check_positive(max_iter, "max_iter", integer=True)
-        self.n_init = mixture_lib.check_positive(n_init, "n_init", integer=True)
-        if init_params not in INIT_PARAMS:
-            raise ValueError(
-                f"`init_params` must be one of {INIT_PARAMS}; "
-                f"received init_params={init_params!r}."
-            )
-        self.init_params = init_params
-        if output not in OUTPUTS:
-            raise ValueError(
-                f"`output` must be one of {OUTPUTS}; received output={output!r}."
-            )
-        self.output_mode = output
-        self.warm_start = bool(warm_start)
-        self.online = bool(online)
-        if (isinstance(momentum, bool) or not isinstance(momentum, (int, float))
-                or not 0.0 <= momentum < 1.0):
-            raise ValueError(
-                f"`momentum` must be a number in [0, 1); received momentum={momentum!r}."
-            )
-        self.momentum = float(momentum)
-        self.seed = seed
+        self._init_mixture_state(covariance_type, reg_covar, momentum, kwargs)
+        check = _validation
+        self.num_components = check.check_positive_int(num_components, "num_components")
+        self.tol = check.check_number(tol, "tol", low=0.0)
+        self.max_iter = check.check_positive_int(max_iter, "max_iter")
+        self.n_init = check.check_positive_int(n_init, "n_init")
+        self.init_params = check.check_one_of(init_params, "init_params", INIT_PARAMS)
+        self.output_mode = check.check_one_of(output, "output", OUTPUTS)
+        self.warm_start = check.check_bool(warm_start, "warm_start")
+        self.online = check.check_bool(online, "online")
+        self.seed = check.check_seed(seed)
         self.seed_generator = keras.random.SeedGenerator(seed)
-        self.weights_init = None if weights_init is None else np.asarray(weights_init, np.float64)
-        self.means_init = None if means_init is None else np.asarray(means_init, np.float64)
-        self.precisions_init = (
-            None if precisions_init is None else np.asarray(precisions_init, np.float64)
-        )
+        self.weights_init = self._init_array(weights_init, "weights_init")
+        self.means_init = self._init_array(means_init, "means_init")
+        self.precisions_init = self._init_array(precisions_init, "precisions_init")
         self._rng = np.random.default_rng(seed)
-        self.converged_ = False
-        self.n_iter_ = 0
-        self.lower_bound_ = -np.inf
         self.lower_bounds_ = []
+        self._unfitted_warned = False
+
+    @staticmethod
+    def _init_array(value, name):
+        if value is None:
+            return None
+        return _validation.check_array(value, name, dtype=np.float64)
 
     # ------------------------------------------------------------------ state
-    def _prec_chol_shape(self, d):
-        k = self.num_components
-        return {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}[
-            self.covariance_type
-        ]
-
     def build(self, input_shape):
         d = input_shape[-1]
         if d is None:
@@ -183,57 +232,65 @@ class GaussianMixtureEM(keras.layers.Layer):
                 "The feature axis of the input to GaussianMixtureEM must be "
                 f"known; received input_shape={tuple(input_shape)}."
             )
-        self.num_features = int(d)
-        k = self.num_components
-        self.mixture_weights = self.add_weight(
-            name="weights", shape=(k,), trainable=False, autocast=False,
-            initializer=keras.initializers.Constant(1.0 / k),
+        self._build_mixture_state(
+            self.num_components, d, fitted_flag=True, moving=self.online
         )
-        self.means = self.add_weight(
-            name="means", shape=(k, d), trainable=False, autocast=False, initializer="zeros"
+        self._mark_legacy_variables()  # the weights of files saved before 0.2
+        self._n_iter = self._state_weight("n_iter", (), "zeros", dtype="int64")
+        self._lower_bound = self._state_weight(
+            "lower_bound", (), keras.initializers.Constant(-np.inf), dtype="float64"
         )
-        eye = np.ones(self._prec_chol_shape(d))
-        if self.covariance_type in ("full", "tied"):
-            eye = np.broadcast_to(np.eye(d), self._prec_chol_shape(d)).copy()
-        self.precisions_cholesky = self.add_weight(
-            name="precisions_cholesky", shape=self._prec_chol_shape(d),
-            trainable=False, autocast=False, initializer=keras.initializers.Constant(eye),
-        )
-        self.fitted = self.add_weight(
-            name="fitted", shape=(), trainable=False, autocast=False, initializer="zeros"
-        )
+        self._converged = self._state_weight("converged", (), "zeros", dtype="bool")
         if self.online:
-            # Stepwise EM's running statistics, around the current means, in
-            # units of a fraction of the data (see ops.em.stepwise_statistics).
-            self.moving_nk = self.add_weight(
-                name="moving_nk", shape=(k,), trainable=False, autocast=False, initializer="zeros"
-            )
-            self.moving_scatter = self.add_weight(
-                name="moving_scatter", trainable=False, autocast=False, initializer="zeros",
-                shape=em.zero_statistics(k, d, self.covariance_type).sum_dxdx.shape,
-            )
+            self._build_skip_counter()
 
-    def _params(self):
-        return (
-            tf.convert_to_tensor(self.mixture_weights),
-            tf.convert_to_tensor(self.means),
-            tf.convert_to_tensor(self.precisions_cholesky),
-        )
+    @property
+    def converged_(self):
+        """Whether the best initialisation's EM run converged."""
+        return bool(self._converged.numpy()) if self.built else False
 
-    def _check_fitted(self):
-        if not self.built or float(self.fitted.numpy()) < 0.5:
-            raise NotFittedError(
-                "This GaussianMixtureEM is not fitted yet: call fit(x) first "
-                "(or load a fitted model)."
+    @property
+    def n_iter_(self):
+        """EM iterations of the best initialisation."""
+        return int(self._n_iter.numpy()) if self.built else 0
+
+    @property
+    def lower_bound_(self):
+        """The best initialisation's last lower bound (mean log-likelihood)."""
+        return float(self._lower_bound.numpy()) if self.built else -np.inf
+
+    def _ill_defined_message(self):
+        message = em.ill_defined_covariance_message(tf.float64)
+        if tf.as_dtype(self.dtype) != tf.float64:
+            message += (
+                ' The numerical accuracy can also be improved by creating the '
+                'layer with dtype="float64" (it computes in its own dtype: '
+                "float64 data alone does not help)."
             )
+        return message
 
     # ------------------------------------------------------------------ call
+    def _check_fitted_call(self):
+        """Eagerly, an unfitted layer raises; in a traced graph (a model
+        compiled before fit) it warns once and serves its placeholder."""
+        if tf.executing_eagerly():
+            self._check_fitted()
+        elif not self._unfitted_warned and not self._is_fitted():
+            self._unfitted_warned = True
+            warnings.warn(
+                f"GaussianMixtureEM {self.name!r} is not fitted yet: the "
+                "model uses its placeholder mixture (uniform "
+                "responsibilities) until fit(x) is called.", stacklevel=3,
+            )
+
     def call(self, inputs, training=None):
         # Probability math in the variables' dtype (float32 under
         # mixed_float16, float64 with dtype="float64"), never in float16.
         x = tf.cast(inputs, self.variable_dtype)
-        if self.online and training:
-            self._online_step(tf.stop_gradient(tf.reshape(x, [-1, self.num_features])))
+        if self.online and training and self.trainable:
+            self._online_step(tf.stop_gradient(tf.reshape(x, [-1, self.event_size])))
+        else:
+            self._check_fitted_call()
         w, means, prec_chol = self._params()
         log_resp, log_prob = gaussian.log_responsibilities(
             x, tf.math.log(w), means, prec_chol, self.covariance_type
@@ -252,96 +309,86 @@ class GaussianMixtureEM(keras.layers.Layer):
             return tuple(input_shape[:-1])
         return {"responsibilities": resp, "log_prob": tuple(input_shape[:-1])}
 
-    # ---------------------------------------------------------------- online
-    def _online_init(self, x):
-        """First training batch: k-means++ on it, as ``fit`` would."""
-        w, means, prec_chol = em.initialize(
-            x, self.num_components, "kmeans++", self.covariance_type,
-            self.reg_covar, mixture_lib.stateless_seed(None, self.seed_generator),
-        )
-        return (w, means, prec_chol), self._running_statistics(w, prec_chol)
+    def compute_output_spec(self, inputs, training=None):
+        # The outputs are in the variables' dtype (float32 under
+        # mixed_float16), not the compute dtype.
+        shape = self.compute_output_shape(tuple(inputs.shape))
+        dtype = self.variable_dtype
+        if isinstance(shape, dict):
+            return {key: keras.KerasTensor(s, dtype=dtype) for key, s in shape.items()}
+        return keras.KerasTensor(shape, dtype=dtype)
 
-    def _online_update(self, x):
-        ctype = self.covariance_type
-        params = self._params()
-        stats, _ = em.batch_statistics(x, *params, ctype)
-        n = tf.cast(tf.shape(x)[0], x.dtype)
-        ctx = tf.distribute.get_replica_context()
-        if ctx is not None and ctx.num_replicas_in_sync > 1:
-            # All replicas step with the statistics of the global batch.
-            stats, n = ctx.all_reduce(tf.distribute.ReduceOp.SUM, (stats, n))
-        running = em.Stats(
-            tf.convert_to_tensor(self.moving_nk),
-            tf.zeros_like(params[1]),
-            tf.convert_to_tensor(self.moving_scatter),
+    # ---------------------------------------------------------------- online
+    def _online_init_values(self, x):
+        """First training batch: k-means++ on it, as ``fit`` would; ``ok``
+        False (the batch is skipped) for a batch holding NaN/inf or fewer
+        rows than components."""
+        k = self.num_components
+        finite_rows = tf.reduce_all(tf.math.is_finite(x), axis=-1)
+        ok = tf.reduce_all(finite_rows) & (tf.shape(x)[0] >= k)
+        # k-means++ runs on a finite stand-in of a skipped batch (its result
+        # is dropped): the initialisation's checks never see a NaN.
+        safe = tf.where(finite_rows[:, None], x, tf.zeros_like(x))
+        w, means, prec_chol = em.initialize(
+            safe, k, "kmeans++", self.covariance_type, self.reg_covar,
+            mixture_lib.stateless_seed(None, self.seed_generator),
         )
-        total = em.stepwise_statistics(running, stats, n, 1.0 - self.momentum)
-        w, means, _, prec_chol = em.m_step(total, params[1], ctype, self.reg_covar)
-        recentred = em.recentred_statistics(total, ctype)
-        new = (w, means, prec_chol), (recentred.nk, recentred.sum_dxdx)
-        # A failed Cholesky (NaN, never raised inside a compiled train step)
-        # keeps the previous mixture for this step.
-        ok = tf.reduce_all(tf.math.is_finite(prec_chol))
-        old = params, (running.nk, running.sum_dxdx)
-        return tf.nest.map_structure(lambda a, b: tf.where(ok, a, b), new, old)
+        nk, scatter = self._moving_statistics_of(
+            w, self._covariance.covariances(prec_chol)
+        )
+        values = (w, means, prec_chol, nk, scatter)
+        ok &= tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in values])
+        return values, ok
+
+    def _online_update_values(self, x):
+        stats, _ = em.batch_statistics(x, *self._params(), self.covariance_type)
+        return self._stepwise_values(stats, tf.shape(x)[0])
 
     def _online_step(self, x):
         """One stepwise-EM step from a training batch (inside ``model.fit``)."""
-        (w, means, prec_chol), running = tf.cond(
-            self.fitted > 0.5,
-            lambda: self._online_update(x),
-            lambda: self._online_init(x),
-        )
-        self.mixture_weights.assign(w)
-        self.means.assign(means)
-        self.precisions_cholesky.assign(prec_chol)
-        self.moving_nk.assign(running[0])
-        self.moving_scatter.assign(running[1])
-        self.fitted.assign(tf.ones_like(self.fitted))
-
-    def _running_statistics(self, weights, prec_chol):
-        """Stepwise EM's statistics ``(nk, sum_dxdx)`` of a mixture, around
-        its means, in units of a fraction of the data."""
-        cov = em.covariances_from_precisions_cholesky(prec_chol, self.covariance_type)
-        scatter = em.scatter_from_covariances(
-            weights, cov, self.covariance_type, self.reg_covar, self.num_features
-        )
-        return weights, scatter
-
-    def _set_online_state_from_parameters(self):
-        if not self.online:
+        k, rows = self.num_components, x.shape[0]
+        if rows is not None and rows < k and not self._is_fitted():
+            warnings.warn(
+                f"GaussianMixtureEM {self.name!r}: a first training batch of "
+                f"{rows} rows cannot initialise {k} components; it is skipped "
+                "(counted in `skipped_batches`). Use batches of at least "
+                "num_components rows, or fit(x) the layer first.", stacklevel=3,
+            )
+            self.skipped_batches.assign_add(tf.constant(1, tf.int64))
             return
-        running = self._running_statistics(
-            tf.convert_to_tensor(self.mixture_weights),
-            tf.convert_to_tensor(self.precisions_cholesky),
+        fitted = self._fitted_tensor()
+        values, ok = tf.cond(
+            fitted,
+            lambda: self._online_update_values(x),
+            lambda: self._online_init_values(x),
         )
-        self.moving_nk.assign(running[0])
-        self.moving_scatter.assign(running[1])
+        self._commit_step(values, ok)
+        self.fitted.assign(tf.cast(fitted | ok, self.fitted.dtype))
 
     # ------------------------------------------------------------------ data
-    def _data(self, x):
-        """``(dataset, None)`` for a ``tf.data.Dataset``, else ``(None,
-        array)``: the rows checked, in the layer's dtype, copied at most once."""
+    def _data(self, x, batch_size):
+        """``(dataset, None, D)`` for a ``tf.data.Dataset``, else ``(None,
+        array, D)``: checked, in the layer's dtype, copied at most once."""
         dtype = self.dtype
         if isinstance(x, tf.data.Dataset):
-            return x.map(lambda b: tf.cast(b, dtype)), None
-        array = np.asarray(x)
-        if array.ndim != 2:
+            dataset, d = _dataset_of_rows(x, dtype)
+            return dataset, None, d
+        array = _validation.check_array(x, "x", ndim=2, allow_nan=True)
+        check_rows(~np.all(np.isfinite(array), axis=1), "x", "contains NaN or inf",
+                   "remove or impute them")
+        self._check_enough_rows(len(array))
+        array = array.astype(dtype, copy=False)
+        if tf.distribute.has_strategy():
+            rows = len(array) if batch_size is None else batch_size
+            return tf.data.Dataset.from_tensor_slices(array).batch(rows), array, array.shape[1]
+        return None, array, array.shape[1]
+
+    def _check_enough_rows(self, n):
+        if n < self.num_components:
             raise ValueError(
-                f"`x` must be 2-D [n_samples, n_features]; received shape {array.shape}."
-            )
-        bad = ~np.all(np.isfinite(array), axis=1)
-        if bad.any():
-            raise ValueError(
-                f"`x` contains NaN or inf in {int(bad.sum())} of {len(array)} rows "
-                f"(first at row {int(np.flatnonzero(bad)[0])}); remove or impute them."
-            )
-        if len(array) < self.num_components:
-            raise ValueError(
-                f"`x` has {len(array)} samples, fewer than num_components="
+                f"`x` has {n} samples, fewer than num_components="
                 f"{self.num_components}; use fewer components or more data."
             )
-        return None, array.astype(dtype, copy=False)
 
     def _init_rows(self, dataset, array):
         """The rows the initialisation sees: all of an array up to
@@ -359,12 +406,21 @@ class GaussianMixtureEM(keras.layers.Layer):
             if count >= _MAX_INIT_ROWS:
                 break
         rows = np.concatenate(rows)[:_MAX_INIT_ROWS]
-        if len(rows) < self.num_components:
-            raise ValueError(
-                f"`x` has {len(rows)} samples, fewer than num_components="
-                f"{self.num_components}; use fewer components or more data."
+        if not np.all(np.isfinite(rows)):
+            raise self._nonfinite_dataset_error(
+                int(np.sum(~np.all(np.isfinite(rows), axis=1))), "among its first rows"
             )
+        self._check_enough_rows(len(rows))
         return tf.constant(rows)
+
+    @staticmethod
+    def _nonfinite_dataset_error(count, where=""):
+        where = f" {where}" if where else ""
+        return ValueError(
+            f"`x` (a tf.data.Dataset) contains NaN or inf in {count} rows{where}; "
+            "remove or impute them first, e.g. dataset.unbatch().filter(lambda "
+            "r: tf.reduce_all(tf.math.is_finite(r))).batch(n)."
+        )
 
     # ------------------------------------------------------------------ fit
     def _given_parameters(self, dtype):
@@ -395,11 +451,11 @@ class GaussianMixtureEM(keras.layers.Layer):
         return tuple(c if g is None else g for g, c in zip(given, computed))
 
     def _check_inits(self, d):
-        k = self.num_components
+        k, cov = self.num_components, self._covariance
         checks = [
             ("weights_init", self.weights_init, (k,)),
             ("means_init", self.means_init, (k, d)),
-            ("precisions_init", self.precisions_init, self._prec_chol_shape(d)),
+            ("precisions_init", self.precisions_init, cov.precisions_cholesky_shape(k, d)),
         ]
         for name, value, shape in checks:
             if value is not None and value.shape != shape:
@@ -415,76 +471,16 @@ class GaussianMixtureEM(keras.layers.Layer):
                 f"weights_init={w.tolist()}."
             )
         p = self.precisions_init
-        if p is not None:
-            mats = p if self.covariance_type == "full" else (
-                p[None] if self.covariance_type == "tied" else None)
-            positive = (np.all(p > 0) if mats is None else all(
-                np.all(np.linalg.eigvalsh(m) > 0) for m in mats))
-            if not positive:
-                raise ValueError(
-                    "`precisions_init` must be positive definite (positive "
-                    "for diag/spherical)."
-                )
-
-    def _batch_stats(self, batch, weights, means, prec_chol):
-        stats, log_prob_sum = em.batch_statistics(
-            batch, weights, means, prec_chol, self.covariance_type
-        )
-        return stats, log_prob_sum, tf.cast(tf.shape(batch)[0], batch.dtype)
-
-    @tf.function(reduce_retracing=True, autograph=False)
-    def _step(self, batch, weights, means, prec_chol):
-        return self._batch_stats(batch, weights, means, prec_chol)
-
-    @tf.function(reduce_retracing=True, autograph=False)
-    def _distributed_step(self, batch, weights, means, prec_chol):
-        # Each replica computes the statistics of its shard; they are plain
-        # sums, so one all-reduce (SUM) gives the statistics of the batch.
-        strategy = tf.distribute.get_strategy()
-        per_replica = strategy.run(
-            self._batch_stats, args=(batch, weights, means, prec_chol)
-        )
-        return tf.nest.map_structure(
-            lambda t: strategy.reduce(tf.distribute.ReduceOp.SUM, t, axis=None),
-            per_replica,
-        )
-
-    def _em_pass(self, dataset, params):
-        """One EM iteration streamed over a dataset (or replicas)."""
-        weights, means, prec_chol = params
-        d = means.shape[-1]
-        total = em.zero_statistics(
-            self.num_components, d, self.covariance_type, means.dtype
-        )
-        log_prob_sum, n = 0.0, 0.0
-        if tf.distribute.has_strategy():
-            strategy = tf.distribute.get_strategy()
-            batches, step = strategy.experimental_distribute_dataset(dataset), self._distributed_step
-        else:
-            batches, step = dataset, self._step
-        for batch in batches:
-            stats, lp, count = step(batch, weights, means, prec_chol)
-            total = em.add_statistics(total, stats)
-            log_prob_sum += float(lp)
-            n += float(count)
-        new = _m_step(total, means, self.covariance_type, self.reg_covar)
-        em.check_precisions_cholesky(new[3])
-        return log_prob_sum / n, (new[0], new[1], new[3])
-
-    def _run_streamed(self, dataset, params, progbar):
-        bounds, prev = [], -np.inf
-        for _ in range(self.max_iter):
-            bound, params = self._em_pass(dataset, params)
-            bounds.append(bound)
-            progbar.add(1, [("lower_bound", bound), ("change", bound - prev)])
-            if abs(bound - prev) < self.tol:
-                return params, bounds, True
-            prev = bound
-        return params, bounds, False
+        if p is not None and not cov.is_positive_definite(p):
+            raise ValueError(
+                "`precisions_init` must be positive definite (symmetric with "
+                "positive eigenvalues; positive for diag/spherical)."
+            )
 
     def _run_in_memory(self, x, params, progbar, batch_size, per_iteration):
-        """The whole EM loop compiled (:func:`keras_gmm.ops.em.em_iterations`);
-        with a progress bar, called one iteration at a time (same graph)."""
+        """The whole EM loop compiled (:func:`keras_gmm.ops.em_driver.
+        em_iterations`); with a progress bar, called one iteration at a time
+        (same graph)."""
         bounds, prev, converged = [], -np.inf, False
         while len(bounds) < self.max_iter and not converged:
             limit = 1 if per_iteration else self.max_iter - len(bounds)
@@ -494,7 +490,7 @@ class GaussianMixtureEM(keras.layers.Layer):
             )
             block = block.numpy()[: int(n_iter)].tolist()
             if bool(failed):
-                raise ValueError(em.ill_defined_covariance_message(x.dtype))
+                raise ValueError(self._ill_defined_message())
             for bound in block:
                 progbar.add(1, [("lower_bound", bound), ("change", bound - prev)])
                 prev = bound
@@ -502,44 +498,55 @@ class GaussianMixtureEM(keras.layers.Layer):
             params, converged = tuple(new), bool(converged)
         return params, bounds, converged
 
+    def _run_streamed(self, dataset, params, progbar):
+        result = em_driver.streamed_em(
+            dataset, params, self.covariance_type, self.reg_covar, self.max_iter,
+            self.tol,
+            callback=lambda bound, prev: progbar.add(
+                1, [("lower_bound", bound), ("change", bound - prev)]
+            ),
+        )
+        if result.nonfinite_rows:
+            raise self._nonfinite_dataset_error(result.nonfinite_rows)
+        if result.failed:
+            raise ValueError(self._ill_defined_message())
+        return result.params, result.bounds, result.converged
+
     def fit(self, x, batch_size=None, verbose="auto"):
         """Fit by EM; returns a ``keras.callbacks.History`` whose ``history``
         holds ``"lower_bound"`` per iteration (of the best initialisation).
 
         Arrays are fitted by one compiled loop
-        (:func:`keras_gmm.ops.em.em_iterations`, the data walked in chunks of
-        ``batch_size`` rows); a ``tf.data.Dataset``, or any input under a
-        ``tf.distribute`` strategy, is streamed batch by batch, one pass per
-        iteration. Either way memory does not grow with the number of passes
-        and each batch's statistics are summed before the M-step.
+        (:func:`keras_gmm.ops.em_driver.em_iterations`, the data walked in
+        chunks of ``batch_size`` rows); a ``tf.data.Dataset``, or any input
+        under a ``tf.distribute`` strategy, is streamed batch by batch, one
+        pass per iteration (:func:`keras_gmm.ops.em_driver.streamed_em`).
+        Either way memory does not grow with the number of passes and each
+        batch's statistics are summed before the M-step.
 
         Args:
-            x: array ``[n, D]`` or a ``tf.data.Dataset`` of ``[batch, D]``.
-            batch_size: rows per batch/chunk for arrays (None:
+            x: array ``[n, D]``, or a finite, batched ``tf.data.Dataset`` of
+                ``x [batch, D]``, ``(x,)`` or ``(x, y)`` elements (``x`` is
+                used; dicts, unbatched and infinite datasets are refused).
+            batch_size: integer >= 1, rows per batch/chunk for arrays (None:
                 :func:`keras_gmm.ops.em.default_chunk_size`, cache-sized).
             verbose: "auto"/1 shows a Keras progress bar, 0 nothing.
         """
-        dataset, array = self._data(x)
-        if array is None:
-            d = int(next(iter(dataset)).shape[-1])
-        else:
-            d = array.shape[-1]
+        if batch_size is not None:
+            batch_size = _validation.check_positive_int(batch_size, "batch_size")
+        dataset, array, d = self._data(x, batch_size)
         if not self.built:
             self.build((None, d))
-        elif d != self.num_features:
+        elif d != self.event_size:
             raise ValueError(
                 f"`x` has {d} features but the layer was built for "
-                f"{self.num_features}."
+                f"{self.event_size}."
             )
         self._check_inits(d)
-        streamed = array is None or tf.distribute.has_strategy()
-        if streamed and dataset is None:
-            dataset = tf.data.Dataset.from_tensor_slices(array).batch(
-                len(array) if batch_size is None else int(batch_size)
-            )
+        streamed = dataset is not None
         x_in_memory = None if streamed else tf.constant(array)
         verbose = int(verbose != 0)
-        use_current = self.warm_start and float(self.fitted.numpy()) > 0.5
+        use_current = self.warm_start and self._is_fitted()
         best = None
         n_init = 1 if use_current else self.n_init
         progbar = keras.utils.Progbar(self.max_iter * n_init, verbose=verbose)
@@ -557,117 +564,70 @@ class GaussianMixtureEM(keras.layers.Layer):
             if best is None or result[1][-1] > best[1][-1]:
                 best = result
         params, bounds, converged = best
-        self.mixture_weights.assign(params[0])
-        self.means.assign(params[1])
-        self.precisions_cholesky.assign(params[2])
-        self.fitted.assign(1.0)
-        self._set_online_state_from_parameters()
+        self._assign_mixture(*params)
         self.lower_bounds_ = bounds
-        self.lower_bound_ = bounds[-1]
-        self.n_iter_ = len(bounds)
-        self.converged_ = converged
+        self._lower_bound.assign(bounds[-1])
+        self._n_iter.assign(len(bounds))
+        self._converged.assign(bool(converged))
         history = keras.callbacks.History()
         history.history = {"lower_bound": list(bounds)}
         return history
 
-    # ------------------------------------------------------- fitted attributes
-    @property
-    def weights_(self):
-        self._check_fitted()
-        return self.mixture_weights.numpy()
-
-    @property
-    def means_(self):
-        self._check_fitted()
-        return self.means.numpy()
-
-    @property
-    def precisions_cholesky_(self):
-        self._check_fitted()
-        return self.precisions_cholesky.numpy()
-
-    @property
-    def covariances_(self):
-        return em.covariances_from_precisions_cholesky(
-            tf.constant(self.precisions_cholesky_), self.covariance_type
-        ).numpy()
-
-    @property
-    def precisions_(self):
-        p = self.precisions_cholesky_
-        if self.covariance_type in ("full", "tied"):
-            return p @ np.swapaxes(p, -1, -2)
-        return p**2
-
     # ------------------------------------------------------------- methods
     def _checked_x(self, x):
+        """``(x tensor, finite_rows)``: ``x`` checked against the fitted
+        layer, a non-finite row replaced by zeros (its outputs are set to
+        NaN / -1 by the caller)."""
         self._check_fitted()
-        x = np.asarray(x)
-        if x.ndim != 2 or x.shape[1] != self.num_features:
-            raise ValueError(
-                f"`x` must have shape [n, {self.num_features}]; received {x.shape}."
-            )
-        return tf.constant(x.astype(self.dtype))
+        x = _validation.check_array(
+            x, "x", ndim=2, n_features=self.event_size, allow_nan=True
+        )
+        finite = np.all(np.isfinite(x), axis=1)
+        if not finite.all():
+            x = np.where(finite[:, None], x, 0.0)
+        return tf.constant(x.astype(self.dtype)), finite
 
     def _log_resp(self, x):
-        x = self._checked_x(x)
-        w, means, prec_chol = self._params()
-        return gaussian.log_responsibilities(
-            x, tf.math.log(w), means, prec_chol, self.covariance_type
+        x, finite = self._checked_x(x)
+        log_resp, log_prob = gaussian.log_responsibilities(
+            x, *self.mixture()[:3], self.covariance_type
         )
+        log_resp, log_prob = log_resp.numpy(), log_prob.numpy()
+        log_resp[~finite] = np.nan
+        log_prob[~finite] = np.nan
+        return log_resp, log_prob, finite
 
     def predict_proba(self, x):
-        return np.exp(self._log_resp(x)[0].numpy())
+        """Responsibilities ``[n, K]`` (a NaN row for a non-finite input row)."""
+        return np.exp(self._log_resp(x)[0])
 
     def predict(self, x):
-        return np.argmax(self._log_resp(x)[0].numpy(), axis=1)
+        """Component labels ``[n]``; ``-1`` for a row holding NaN or inf."""
+        log_resp, _, finite = self._log_resp(x)
+        labels = np.argmax(np.where(finite[:, None], log_resp, 0.0), axis=1)
+        return np.where(finite, labels, -1)
 
     def score_samples(self, x):
-        return self._log_resp(x)[1].numpy()
+        """``log p(x)`` per row ``[n]`` (NaN for a row holding NaN or inf)."""
+        return self._log_resp(x)[1]
 
     def score(self, x):
+        """Mean log-likelihood of ``x`` (NaN if a row holds NaN or inf)."""
         return float(np.mean(self.score_samples(x)))
 
     def _n_parameters(self):
-        k, d = self.num_components, self.num_features
-        cov = {"full": k * d * (d + 1) / 2, "tied": d * (d + 1) / 2,
-               "diag": k * d, "spherical": k}[self.covariance_type]
-        return int(cov + k * d + k - 1)
+        k, d = self.num_components, self.event_size
+        return int(self._covariance.num_parameters(k, d) + k * d + k - 1)
 
     def bic(self, x):
-        n = np.asarray(x).shape[0]
-        return -2 * self.score(x) * n + self._n_parameters() * np.log(n)
+        """Bayesian information criterion on ``x`` (lower is better)."""
+        n = len(_validation.check_array(x, "x", ndim=2, allow_nan=True))
+        return -2 * self.score(x) * n + self._n_parameters() * math.log(n)
 
     def aic(self, x):
-        n = np.asarray(x).shape[0]
+        """Akaike information criterion on ``x`` (lower is better)."""
+        n = len(_validation.check_array(x, "x", ndim=2, allow_nan=True))
         return -2 * self.score(x) * n + 2 * self._n_parameters()
-
-    def distribution(self):
-        """The fitted mixture as a ``tfd.MixtureSameFamily``."""
-        self._check_fitted()
-        w, means, prec_chol = self._params()
-        return mixture_lib.distribution(
-            mixture_lib.MixtureParams(tf.math.log(w), means, prec_chol,
-                                      self.covariance_type)
-        )
-
-    def sample(self, n_samples=1, seed=None):
-        """``(x [n, D], labels [n])`` drawn from the fitted mixture."""
-        self._check_fitted()
-        n_samples = mixture_lib.check_positive(n_samples, "n_samples", integer=True)
-        w, means, prec_chol = self._params()
-        seeds = tf.random.experimental.stateless_split(
-            tf.constant(np.random.default_rng(seed).integers(0, 2**31 - 1, 2), tf.int64), 2
-        )
-        labels = tf.random.stateless_categorical(
-            tf.math.log(w)[None], n_samples, seeds[0], dtype=tf.int32)[0]
-        loc = tf.gather(means, labels)
-        chol = prec_chol if self.covariance_type == "tied" else tf.gather(prec_chol, labels)
-        if self.covariance_type == "tied":
-            chol = tf.broadcast_to(chol, [n_samples] + chol.shape.as_list())
-        z = tf.random.stateless_normal(tf.shape(loc), seeds[1], dtype=loc.dtype)
-        x = loc + gaussian.scale_noise(z, chol, self.covariance_type)
-        return x.numpy(), labels.numpy()
 
     def get_config(self):
         config = super().get_config()

@@ -6,47 +6,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_gmm import mixture as mixture_lib
+from keras_gmm import _validation
+from keras_gmm.layers._mixture_state import MixtureState, check_rows
 from keras_gmm.ops import em, gaussian
-from keras_gmm.ops.gaussian import check_covariance_type
 
-__all__ = ["GMMEnergy", "SCORE", "PREDICT"]
-
-#: Export endpoint: the energy of each input (higher = more anomalous).
-SCORE = "score"
-#: Export endpoint: whether each input's energy is above the layer's threshold.
-PREDICT = "predict"
-
-
-def _check_weight(value, name):
-    ok = (
-        not isinstance(value, bool)
-        and isinstance(value, (int, float, np.integer, np.floating))
-        and math.isfinite(value)
-        and value >= 0
-    )
-    if not ok:
-        raise ValueError(
-            f"`{name}` must be a finite number >= 0; received {name}={value!r}."
-        )
-    return float(value)
-
-
-def _marginal_variances(covariances, covariance_type, num_components, num_features):
-    """``[K, D]`` variances of each component along each feature."""
-    if covariance_type == "full":
-        return tf.linalg.diag_part(covariances)
-    if covariance_type == "tied":
-        return tf.broadcast_to(
-            tf.linalg.diag_part(covariances)[None], [num_components, num_features]
-        )
-    if covariance_type == "diag":
-        return covariances
-    return tf.broadcast_to(covariances[:, None], [num_components, num_features])
+__all__ = ["GMMEnergy"]
 
 
 @keras.saving.register_keras_serializable(package="keras_gmm")
-class GMMEnergy(keras.layers.Layer):
+class GMMEnergy(MixtureState, keras.layers.Layer):
     """Sample energy ``-log p(z)`` under a mixture estimated from memberships.
 
     The estimation part of DAGMM (Zong et al., 2018): an estimation network
@@ -69,7 +37,7 @@ class GMMEnergy(keras.layers.Layer):
 
     Like ``BatchNormalization``:
 
-    - ``training=True``: the mixture is estimated from the batch, the energy
+    - ``training=True`` on a trainable layer: the mixture is estimated from the batch, the energy
       is differentiable through the M-step (gradients reach both ``z`` and
       ``gamma``), and the layer adds DAGMM's objective terms with
       ``add_loss``: ``energy_weight * mean(E(z)) + cov_penalty_weight *
@@ -78,16 +46,27 @@ class GMMEnergy(keras.layers.Layer):
       update moving statistics, decayed by ``momentum``
       (:func:`keras_gmm.ops.em.stepwise_statistics`), and the inference
       mixture is their M-step.
-    - ``training=False`` (``predict``, serving): the energy under the stored
-      inference mixture (non-trainable weights). :meth:`fit_mixture` sets it
-      from the memberships of a whole data set in one M-step, as DAGMM does
-      after training.
+    - ``training=False`` (``predict``, serving), or a frozen layer
+      (``trainable=False``): the energy under the stored inference mixture
+      (non-trainable weights), no loss added, no update.
+      :meth:`fit_mixture` sets it from the memberships of a whole data set in
+      one M-step, as DAGMM does after training. Before any training step or
+      ``fit_mixture`` it is the initial mixture (uniform weights, zero means,
+      unit covariances), as an untrained BatchNormalization uses its initial
+      statistics.
+
+    The mixture state is :mod:`keras_gmm.layers._mixture_state`'s: the layer
+    counts as fitted once its moving statistics hold mass (a training step or
+    :meth:`fit_mixture`); before that, ``weights_``, ``means_``,
+    ``precisions_cholesky_``, ``covariances_``, ``precisions_``,
+    :meth:`distribution` and :meth:`sample` raise ``NotFittedError``. A
+    training step whose batch gives non-finite statistics keeps the previous
+    inference mixture and is counted in the ``skipped_batches`` weight.
 
     Exported (:func:`keras_gmm.export_saved_model`) as the output of a model,
-    the layer adds two signatures: ``score`` (the model's inputs in, ``score
-    [b]`` = the energy out) and ``predict`` (``is_anomaly [b]``: energy above
-    the layer's ``threshold`` weight, set with :meth:`set_threshold`; and
-    ``score``).
+    the layer gets the anomaly endpoints of :mod:`keras_gmm.export.gmm_energy`
+    (``score``, and ``predict`` against the ``threshold`` weight set with
+    :meth:`set_threshold`).
 
     Args:
         covariance_type: "full" (default, as DAGMM), "tied", "diag" or
@@ -137,44 +116,18 @@ class GMMEnergy(keras.layers.Layer):
         Gaussian Mixture Model for Unsupervised Anomaly Detection", ICLR 2018.
     """
 
-    def __init__(
-        self,
-        covariance_type="full",
-        reg_covar=1e-6,
-        momentum=0.99,
-        energy_weight=0.1,
-        cov_penalty_weight=0.005,
-        **kwargs,
-    ):
-        # Probability math in the variables' dtype, never float16 (the
-        # weights are also created with autocast=False: Keras enters an
-        # autocast scope for a mixed policy even when the layer's is off).
-        kwargs.setdefault("autocast", False)
-        super().__init__(**kwargs)
-        self.covariance_type = check_covariance_type(covariance_type)
-        self.reg_covar = mixture_lib.check_positive(reg_covar, "reg_covar")
-        if (
-            isinstance(momentum, bool)
-            or not isinstance(momentum, (int, float, np.integer, np.floating))
-            or not 0.0 <= momentum < 1.0
-        ):
-            raise ValueError(
-                "`momentum` must be a number in [0, 1); received "
-                f"momentum={momentum!r}."
-            )
-        self.momentum = float(momentum)
-        self.energy_weight = _check_weight(energy_weight, "energy_weight")
-        self.cov_penalty_weight = _check_weight(
-            cov_penalty_weight, "cov_penalty_weight"
+    _fit_hint = "call fit_mixture(z, gamma) or train the model first"
+
+    def __init__(self, covariance_type="full", reg_covar=1e-6, momentum=0.99,
+                 energy_weight=0.1, cov_penalty_weight=0.005, **kwargs):
+        self._init_mixture_state(covariance_type, reg_covar, momentum, kwargs)
+        check = _validation
+        self.energy_weight = check.check_number(energy_weight, "energy_weight", low=0.0)
+        self.cov_penalty_weight = check.check_number(
+            cov_penalty_weight, "cov_penalty_weight", low=0.0
         )
 
     # ------------------------------------------------------------------ state
-    def _prec_chol_shape(self):
-        k, d = self.num_components, self.num_features
-        return {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}[
-            self.covariance_type
-        ]
-
     def _input_shapes(self, input_shape):
         pair = isinstance(input_shape, (list, tuple)) and len(input_shape) == 2
         if not pair or not all(isinstance(s, (list, tuple)) for s in input_shape):
@@ -195,53 +148,33 @@ class GMMEnergy(keras.layers.Layer):
                 "`z` and `gamma` must have the same batch size; received shapes "
                 f"{z_shape} and {gamma_shape}."
             )
+        if self.built and (z_shape[-1], gamma_shape[-1]) != (
+            self.event_size, self.num_components
+        ):
+            raise ValueError(
+                f"This GMMEnergy was built for z [batch, {self.event_size}] and "
+                f"gamma [batch, {self.num_components}] ({self.num_components} "
+                f"components); received shapes {z_shape} and {gamma_shape}."
+            )
         return z_shape, gamma_shape
 
     def build(self, input_shape):
         z_shape, gamma_shape = self._input_shapes(input_shape)
-        self.num_features = int(z_shape[-1])
-        self.num_components = int(gamma_shape[-1])
-        k, d = self.num_components, self.num_features
-        self.mixture_weights = self.add_weight(
-            name="weights", shape=(k,), trainable=False, autocast=False,
-            initializer=keras.initializers.Constant(1.0 / k),
-        )
-        self.means = self.add_weight(
-            name="means", shape=(k, d), trainable=False, autocast=False,
-            initializer="zeros",
-        )
-        eye = np.ones(self._prec_chol_shape())
-        if self.covariance_type in ("full", "tied"):
-            eye = np.broadcast_to(np.eye(d), self._prec_chol_shape()).copy()
-        self.precisions_cholesky = self.add_weight(
-            name="precisions_cholesky", shape=self._prec_chol_shape(),
-            trainable=False, autocast=False,
-            initializer=keras.initializers.Constant(eye),
-        )
         # Moving statistics around the moving means, in units of a fraction
         # of the data (ops.em.stepwise_statistics); 0 before the first step.
-        self.moving_nk = self.add_weight(
-            name="moving_nk", shape=(k,), trainable=False, autocast=False,
-            initializer="zeros",
+        self._build_mixture_state(
+            gamma_shape[-1], z_shape[-1], fitted_flag=False, moving=True
         )
-        self.moving_scatter = self.add_weight(
-            name="moving_scatter", trainable=False, autocast=False, initializer="zeros",
-            shape=em.zero_statistics(k, d, self.covariance_type).sum_dxdx.shape,
+        self.threshold = self._state_weight(
+            "threshold", (), keras.initializers.Constant(float("inf"))
         )
-        self.threshold = self.add_weight(
-            name="threshold", shape=(), trainable=False, autocast=False,
-            initializer=keras.initializers.Constant(float("inf")),
-        )
-
-    def _params(self):
-        return (
-            tf.convert_to_tensor(self.mixture_weights),
-            tf.convert_to_tensor(self.means),
-            tf.convert_to_tensor(self.precisions_cholesky),
-        )
+        self._mark_legacy_variables()  # the weights of files saved before 0.2
+        self._build_skip_counter()
 
     # ------------------------------------------------------------------ call
     def _inputs(self, inputs):
+        if self.built:
+            self._input_shapes([tuple(t.shape) for t in inputs])
         z, gamma = inputs
         dtype = self.variable_dtype
         z = tf.cast(z, dtype)
@@ -254,7 +187,8 @@ class GMMEnergy(keras.layers.Layer):
     def call(self, inputs, training=None):
         z, gamma = self._inputs(inputs)
         ctype = self.covariance_type
-        if training:
+        if training and self.trainable:
+            z, gamma = self._check_finite_batch(z, gamma)
             weights, means, covariances, prec_chol = em.parameters_from_resp(
                 z, gamma, ctype, self.reg_covar
             )
@@ -264,19 +198,34 @@ class GMMEnergy(keras.layers.Layer):
             self._add_objective(energy, covariances)
             self._update_moving_statistics(tf.stop_gradient(z), tf.stop_gradient(gamma))
             return energy
-        weights, means, prec_chol = self._params()
-        return -gaussian.log_mixture_prob(
-            z, tf.math.log(weights), means, prec_chol, ctype
-        )
+        return -gaussian.log_mixture_prob(z, *self.mixture()[:3], ctype)
+
+    _NONFINITE_BATCH = (
+        "GMMEnergy received NaN or inf in `z` or `gamma` in a training batch, "
+        "so the batch's mixture (and the loss) would be NaN: remove or impute "
+        "non-finite input rows, or lower the learning rate if the networks "
+        "before the layer diverge."
+    )
+
+    def _check_finite_batch(self, z, gamma):
+        """A training batch must be finite: a ValueError eagerly, the same
+        message as an assertion in a graph (dropped under XLA, where the
+        moving statistics still skip the batch)."""
+        if tf.executing_eagerly():
+            if not (bool(tf.reduce_all(tf.math.is_finite(z)))
+                    and bool(tf.reduce_all(tf.math.is_finite(gamma)))):
+                raise ValueError(self._NONFINITE_BATCH)
+            return z, gamma
+        return (tf.debugging.assert_all_finite(z, self._NONFINITE_BATCH),
+                tf.debugging.assert_all_finite(gamma, self._NONFINITE_BATCH))
 
     def _add_objective(self, energy, covariances):
         terms = []
         if self.energy_weight:
             terms.append(self.energy_weight * tf.reduce_mean(energy))
         if self.cov_penalty_weight:
-            variances = _marginal_variances(
-                covariances, self.covariance_type, self.num_components,
-                self.num_features,
+            variances = self._covariance.marginal_variances(
+                covariances, self.num_components, self.event_size
             )
             terms.append(
                 self.cov_penalty_weight * tf.reduce_sum(tf.math.reciprocal(variances))
@@ -285,40 +234,11 @@ class GMMEnergy(keras.layers.Layer):
             self.add_loss(tf.add_n(terms))
 
     def _update_moving_statistics(self, z, gamma):
-        """One stepwise step of the moving statistics and the inference mixture."""
-        ctype = self.covariance_type
+        """One stepwise step of the moving statistics and the inference
+        mixture (skipped and counted if not finite)."""
         shift = tf.convert_to_tensor(self.means)
-        batch = em.sufficient_statistics(z, gamma, shift, ctype)
-        running = em.Stats(
-            tf.convert_to_tensor(self.moving_nk),
-            tf.zeros_like(shift),
-            tf.convert_to_tensor(self.moving_scatter),
-        )
-        n = tf.cast(tf.shape(z)[0], z.dtype)
-        # A tensor of the statistics' dtype: tf.cast of a Python float would go
-        # through float32.
-        step = tf.constant(1.0 - self.momentum, z.dtype)
-        total = em.stepwise_statistics(running, batch, n, step)
-        nk_eps, means, covariances = em.estimate_gaussian_parameters(
-            total, shift, ctype, self.reg_covar
-        )
-        # A failed factor (NaN: under XLA the assertion is dropped) keeps the
-        # previous mixture for this step.
-        prec_chol = em.precisions_cholesky_from_covariances(covariances, ctype)
-        recentred = em.recentred_statistics(total, ctype)
-        new = (nk_eps / tf.reduce_sum(nk_eps), means, prec_chol,
-               recentred.nk, recentred.sum_dxdx)
-        old = (*self._params(), running.nk, running.sum_dxdx)
-        ok = tf.reduce_all(tf.math.is_finite(prec_chol)) & tf.reduce_all(
-            tf.math.is_finite(means)
-        )
-        new = [tf.where(ok, a, b) for a, b in zip(new, old)]
-        for variable, value in zip(
-            (self.mixture_weights, self.means, self.precisions_cholesky,
-             self.moving_nk, self.moving_scatter),
-            new,
-        ):
-            variable.assign(value)
+        batch = em.sufficient_statistics(z, gamma, shift, self.covariance_type)
+        self._commit_step(*self._stepwise_values(batch, tf.shape(z)[0]))
 
     def compute_output_shape(self, input_shape):
         z_shape, _ = self._input_shapes(input_shape)
@@ -334,109 +254,74 @@ class GMMEnergy(keras.layers.Layer):
 
         One M-step over all rows (DAGMM's test-time parameters: the mixture
         of the training set under the trained networks), computed in float64
-        in two streamed passes (weighted means, then the statistics around
-        them); the moving statistics restart from it.
+        by the ops of :mod:`keras_gmm.ops.em` (the weighted means, then the
+        statistics around them, streamed ``batch_size`` rows at a time); the
+        moving statistics restart from it.
 
         Args:
-            z: ``[n, D]`` latent features; gamma: ``[n, K]`` memberships (rows
-                normalised to sum to one).
-            batch_size: rows per pass step.
+            z: ``[n, D]`` latent features (finite).
+            gamma: ``[n, K]`` memberships: finite, non-negative, each row
+                with a positive sum (rows are normalised to sum to one).
+            batch_size: integer >= 1, rows per statistics step.
 
         Returns:
             ``self``.
         """
-        z = np.asarray(z, np.float64)
-        gamma = np.asarray(gamma, np.float64)
+        check = _validation
+        batch_size = check.check_positive_int(batch_size, "batch_size")
+        z = check.check_array(z, "z", ndim=2, dtype=np.float64)
+        gamma = check.check_array(gamma, "gamma", ndim=2, dtype=np.float64)
         if not self.built:
             self.build([(None, z.shape[-1]), (None, gamma.shape[-1])])
-        k, d = self.num_components, self.num_features
-        if z.ndim != 2 or gamma.ndim != 2 or z.shape != (len(gamma), d) or (
-            gamma.shape[1] != k
-        ):
+        k, d = self.num_components, self.event_size
+        if z.shape != (len(gamma), d) or gamma.shape[1] != k:
             raise ValueError(
                 f"`z` and `gamma` must have shapes [n, {d}] and [n, {k}]; "
                 f"received {z.shape} and {gamma.shape}."
             )
-        if not (np.all(np.isfinite(z)) and np.all(np.isfinite(gamma))):
-            raise ValueError("`z` and `gamma` must be finite; they contain NaN or inf.")
-        batch_size = mixture_lib.check_positive(batch_size, "batch_size", integer=True)
-        gamma = gamma / np.maximum(gamma.sum(axis=1, keepdims=True), 1e-300)
-        nk = gamma.sum(axis=0)
-        nk_eps = nk + 10 * np.finfo(np.float64).eps
-        shift = tf.constant((gamma.T @ z) / nk_eps[:, None])
-        stats = em.zero_statistics(k, d, self.covariance_type, tf.float64)
+        if np.any(gamma < 0):
+            raise ValueError(
+                "`gamma` must hold non-negative memberships (e.g. a softmax); "
+                f"received a minimum of {gamma.min()!r}."
+            )
+        check_rows(gamma.sum(axis=1) <= 0, "gamma", "has zero total membership",
+                   "every row needs a positive membership of some component")
+        ctype = self.covariance_type
+        z, gamma = tf.constant(z), tf.constant(gamma)
+        gamma = gamma / tf.reduce_sum(gamma, axis=1, keepdims=True)
+        # The weighted means first (the statistics' shift), as
+        # ops.em.parameters_from_resp; then the statistics around them.
+        eps = 10.0 * np.finfo(np.float64).eps
+        shift = tf.matmul(gamma, z, transpose_a=True) / (
+            tf.reduce_sum(gamma, axis=0)[:, None] + eps
+        )
+        stats = em.zero_statistics(k, d, ctype, tf.float64)
         for start in range(0, len(z), batch_size):
-            stats = em.add_statistics(stats, em.sufficient_statistics(
-                tf.constant(z[start:start + batch_size]),
-                tf.constant(gamma[start:start + batch_size]),
-                shift, self.covariance_type,
-            ))
-        nk_eps, means, covariances = em.estimate_gaussian_parameters(
-            stats, shift, self.covariance_type, self.reg_covar
-        )
-        prec_chol = em.precisions_cholesky_from_covariances(
-            covariances, self.covariance_type
-        )
-        weights = nk_eps / tf.reduce_sum(nk_eps)
-        scatter = em.scatter_from_covariances(
-            weights, covariances, self.covariance_type, self.reg_covar, d
-        )
-        for variable, value in zip(
-            (self.mixture_weights, self.means, self.precisions_cholesky,
-             self.moving_nk, self.moving_scatter),
-            (weights, means, prec_chol, weights, scatter),
-        ):
-            variable.assign(tf.cast(value, variable.dtype))
+            rows = slice(start, start + batch_size)
+            stats = em.add_statistics(
+                stats, em.sufficient_statistics(z[rows], gamma[rows], shift, ctype)
+            )
+        weights, means, _, prec_chol = em.m_step(stats, shift, ctype, self.reg_covar)
+        self._assign_mixture(weights, means, prec_chol)
         return self
 
     def set_threshold(self, value):
-        """Set the energy above which ``predict`` calls an input an anomaly."""
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float, np.integer, np.floating))
-            or math.isnan(value)
-        ):
-            raise ValueError(
-                f"`value` must be a number (not NaN); received value={value!r}."
+        """Set the energy above which ``predict`` calls an input an anomaly
+        (a number, ``inf`` to flag none)."""
+        infinite = (
+            isinstance(value, (int, float, np.integer, np.floating))
+            and not isinstance(value, (bool, np.bool_))
+            and math.isinf(value)
+        )
+        if not infinite:
+            value = _validation.check_number(
+                value, "value", hint="an energy, or inf to flag no input"
             )
         if not self.built:
             raise ValueError(
                 "Call the layer (or build the model) before setting its threshold."
             )
         self.threshold.assign(float(value))
-
-    @property
-    def weights_(self):
-        return self.mixture_weights.numpy()
-
-    @property
-    def means_(self):
-        return self.means.numpy()
-
-    @property
-    def precisions_cholesky_(self):
-        return self.precisions_cholesky.numpy()
-
-    @property
-    def covariances_(self):
-        return em.covariances_from_precisions_cholesky(
-            tf.convert_to_tensor(self.precisions_cholesky), self.covariance_type
-        ).numpy()
-
-    # --------------------------------------------------------------- export
-    def export_endpoints(self):
-        """``score`` and ``predict`` signatures (see :mod:`keras_gmm.export`)."""
-
-        def score(energy):
-            return {"score": energy}
-
-        def predict(energy):
-            return {
-                "is_anomaly": energy > tf.cast(self.threshold, energy.dtype),
-                "score": energy,
-            }
-
-        return {SCORE: (score, {}), PREDICT: (predict, {})}
 
     def get_config(self):
         config = super().get_config()

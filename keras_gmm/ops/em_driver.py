@@ -16,12 +16,19 @@ good model into a NaN model). Its callers:
 The per-iteration math (E-step, statistics, M-step) is :mod:`keras_gmm.ops.em`.
 """
 
+import math
+import weakref
+from typing import NamedTuple
+
 import numpy as np
 import tensorflow as tf
 
-from keras_gmm.ops import em
+from keras_gmm.ops import covariance, em
 
-__all__ = ["iterate", "em_iterations"]
+__all__ = [
+    "iterate", "em_iterations", "m_step_unchecked", "StreamedPass",
+    "StreamedResult", "streamed_pass", "streamed_em",
+]
 
 
 def iterate(one_pass, params, max_iter, tol, prev_bound=-np.inf, iter_limit=None):
@@ -156,3 +163,183 @@ def em_iterations(
         one_pass, params, max_iter, tol, prev_bound, iter_limit
     )
     return (*params, bounds, it, converged, failed)
+
+
+# --------------------------------------------------------------------------
+# the streamed pass: one EM iteration over a tf.data.Dataset (or replicas)
+# --------------------------------------------------------------------------
+def m_step_unchecked(stats, shift, covariance_type, reg_covar):
+    """:func:`keras_gmm.ops.em.m_step` without the finiteness assertion:
+    ``(weights, means, precisions_cholesky)``, the factor NaN where a
+    covariance is not positive definite (the caller checks: the streamed loop
+    and a layer's stepwise update keep the previous parameters then)."""
+    nk_eps, means, covariances = em.estimate_gaussian_parameters(
+        stats, shift, covariance_type, reg_covar
+    )
+    prec_chol = covariance.get(covariance_type).precisions_cholesky_from_covariances(
+        covariances
+    )
+    return nk_eps / tf.reduce_sum(nk_eps), means, prec_chol
+
+
+def _batch_statistics(batch, weights, means, precisions_cholesky, covariance_type):
+    """One batch's statistics, log-likelihood sum, row count and number of
+    rows holding NaN or inf."""
+    stats, log_prob_sum = em.batch_statistics(
+        batch, weights, means, precisions_cholesky, covariance_type
+    )
+    finite_rows = tf.reduce_all(tf.math.is_finite(batch), axis=-1)
+    nonfinite = tf.reduce_sum(tf.cast(tf.logical_not(finite_rows), batch.dtype))
+    return stats, log_prob_sum, tf.cast(tf.shape(batch)[0], batch.dtype), nonfinite
+
+
+_M_STEP = tf.function(m_step_unchecked, autograph=False)
+# The batch steps, one per mixture shape (K, D, dtype, covariance type), and
+# per strategy for the distributed one (a trace captures its strategy): within
+# one, reduce_retracing keeps a ragged last batch from adding more than one
+# trace, while K and D stay static for the ops. No AutoGraph: the ops write
+# their branches as tf.cond.
+_STEPS = {}
+_DISTRIBUTED_STEPS = weakref.WeakKeyDictionary()
+
+
+def _make_step(strategy):
+    def batch_step(batch, weights, means, precisions_cholesky, covariance_type):
+        if strategy is None:
+            return _batch_statistics(
+                batch, weights, means, precisions_cholesky, covariance_type
+            )
+        # Each replica computes the statistics of its shard; they are plain
+        # sums, so one all-reduce (SUM) gives the statistics of the batch.
+        per_replica = strategy.run(
+            _batch_statistics,
+            args=(batch, weights, means, precisions_cholesky, covariance_type),
+        )
+        return tf.nest.map_structure(
+            lambda t: strategy.reduce(tf.distribute.ReduceOp.SUM, t, axis=None),
+            per_replica,
+        )
+
+    return tf.function(batch_step, reduce_retracing=True, autograph=False)
+
+
+def _batch_step(strategy, means, covariance_type):
+    """The compiled batch step for this strategy (None: none) and mixture."""
+    steps = _STEPS if strategy is None else _DISTRIBUTED_STEPS.setdefault(strategy, {})
+    key = (tuple(means.shape), means.dtype, covariance_type)
+    if key not in steps:
+        steps[key] = _make_step(strategy)
+    return steps[key]
+
+
+class StreamedPass(NamedTuple):
+    """One streamed EM iteration.
+
+    Attributes:
+        bound: the mean log-likelihood of the parameters passed in (Python
+            float; NaN for an empty dataset).
+        params: ``(weights, means, precisions_cholesky)`` after the M-step
+            (unchecked: NaN where a covariance is not positive definite).
+        n_rows: rows seen.
+        nonfinite_rows: rows holding NaN or inf among them.
+    """
+
+    bound: float
+    params: tuple
+    n_rows: int
+    nonfinite_rows: int
+
+
+def streamed_pass(dataset, params, covariance_type, reg_covar):
+    """One EM iteration streamed over ``dataset``, batch by batch.
+
+    Under a ``tf.distribute`` strategy (``tf.distribute.has_strategy()``)
+    the dataset is distributed over its replicas and each batch's statistics
+    are all-reduced; memory does not grow with the data either way.
+
+    Args:
+        dataset: a finite ``tf.data.Dataset`` of ``[batch, D]`` tensors in the
+            parameters' dtype (the caller checks its structure).
+        params: ``(weights [K], means [K, D], precisions_cholesky)``.
+        covariance_type: a covariance type's name.
+        reg_covar: added to the covariance diagonals.
+
+    Returns:
+        A :class:`StreamedPass`.
+    """
+    weights, means, prec_chol = params
+    k, d = int(means.shape[0]), int(means.shape[1])
+    total = em.zero_statistics(k, d, covariance_type, means.dtype)
+    log_prob_sum, n, nonfinite = 0.0, 0.0, 0.0
+    strategy, batches = None, dataset
+    if tf.distribute.has_strategy():
+        strategy = tf.distribute.get_strategy()
+        batches = strategy.experimental_distribute_dataset(dataset)
+    step = _batch_step(strategy, means, covariance_type)
+    for batch in batches:
+        stats, lp, count, bad = step(batch, weights, means, prec_chol, covariance_type)
+        total = em.add_statistics(total, stats)
+        log_prob_sum += float(lp)
+        n += float(count)
+        nonfinite += float(bad)
+    new = _M_STEP(total, means, covariance_type, reg_covar)
+    bound = log_prob_sum / n if n else math.nan
+    return StreamedPass(bound, tuple(new), int(n), int(nonfinite))
+
+
+class StreamedResult(NamedTuple):
+    """The outcome of :func:`streamed_em`.
+
+    Attributes:
+        params: the parameters after the last successful pass.
+        bounds: each iteration's lower bound (Python floats).
+        converged: whether the bound changed by less than ``tol``.
+        failed: whether a pass gave a non-finite bound or parameters (that
+            pass's result is dropped, as in :func:`iterate`).
+        nonfinite_rows: rows holding NaN or inf seen by the first pass (the
+            run stops there: their statistics are meaningless).
+    """
+
+    params: tuple
+    bounds: list
+    converged: bool
+    failed: bool
+    nonfinite_rows: int
+
+
+def streamed_em(dataset, params, covariance_type, reg_covar, max_iter, tol,
+                prev_bound=-np.inf, callback=None):
+    """EM by streamed passes, with :func:`iterate`'s rule: at most
+    ``max_iter`` passes, converged when the bound changes by less than
+    ``tol``, failed (previous parameters kept) when a pass gives non-finite
+    values.
+
+    Args:
+        dataset, params, covariance_type, reg_covar: as :func:`streamed_pass`.
+        max_iter: the most passes; ``tol``: the convergence threshold.
+        prev_bound: the bound before the first pass (to continue a run).
+        callback: optional ``(bound, previous_bound) -> None`` after each pass
+            (a progress bar).
+
+    Returns:
+        A :class:`StreamedResult`.
+    """
+    params = tuple(params)
+    bounds, prev = [], prev_bound
+    for _ in range(max_iter):
+        step = streamed_pass(dataset, params, covariance_type, reg_covar)
+        if step.nonfinite_rows:
+            return StreamedResult(params, bounds, False, True, step.nonfinite_rows)
+        bounds.append(step.bound)
+        ok = math.isfinite(step.bound) and all(
+            bool(tf.reduce_all(tf.math.is_finite(t))) for t in step.params
+        )
+        if callback is not None:
+            callback(step.bound, prev)
+        if not ok:
+            return StreamedResult(params, bounds, False, True, 0)
+        params = step.params
+        if abs(step.bound - prev) < tol:
+            return StreamedResult(params, bounds, True, False, 0)
+        prev = step.bound
+    return StreamedResult(params, bounds, False, False, 0)

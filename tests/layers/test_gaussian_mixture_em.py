@@ -244,9 +244,9 @@ def test_bad_data_and_use_before_fit():
         keras_gmm.GaussianMixtureEM(
             2, precisions_init=-np.stack([np.eye(2)] * 2)).fit(x, verbose=0)
     gmm.fit(x, verbose=0)
-    with pytest.raises(ValueError, match=r"shape \[n, 2\].*\(30, 3\)"):
+    with pytest.raises(ValueError, match=r"`x` must have 2 features.*\(30, 3\)"):
         gmm.predict(np.zeros((30, 3)))
-    with pytest.raises(ValueError, match=r"shape \[n, 2\].*\(30,\)"):
+    with pytest.raises(ValueError, match=r"`x` must be 2-D.*\(30,\)"):
         gmm.predict(np.zeros(30))
     small = tf.data.Dataset.from_tensor_slices(x[:5]).batch(2)
     with pytest.raises(ValueError, match="5 samples.*num_components=8"):
@@ -275,7 +275,9 @@ def test_mixed_precision_outputs_are_float32(blobs):
         config.pop("dtype", None)  # take the global mixed_float16 policy
         layer = keras_gmm.GaussianMixtureEM.from_config(config)
         assert layer.dtype_policy.name == "mixed_float16"
-        model = keras.Model(inputs, layer(hidden))
+        symbolic = layer(hidden)
+        assert symbolic.dtype == "float32"  # the symbolic output says what call returns
+        model = keras.Model(inputs, symbolic)
         layer.set_weights(gmm.get_weights())
         out = model(x[:10])
         assert out.dtype == tf.float32
@@ -295,9 +297,8 @@ def test_fit_under_mirrored_strategy_equals_one_device(blobs):
     with strategy.scope():
         mirrored = keras_gmm.GaussianMixtureEM(4, tol=0, max_iter=4, **init)
         mirrored.fit(x32, batch_size=100, verbose=0)
-    # the statistics went through the replicas' all-reduce, not the plain step
-    assert mirrored._distributed_step.experimental_get_tracing_count() >= 1
-    assert mirrored._step.experimental_get_tracing_count() == 0
+    # (that the statistics go through the replicas' all-reduce is
+    # tests/ops/test_em_driver.py's)
     np.testing.assert_allclose(mirrored.lower_bounds_, single.lower_bounds_, rtol=1e-5)
     np.testing.assert_allclose(mirrored.means_, single.means_, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(mirrored.covariances_, single.covariances_,
@@ -386,3 +387,214 @@ def test_online_step_with_momentum_zero_is_one_em_iteration(blobs):
     np.testing.assert_allclose(gmm.means_, ref.means_, rtol=1e-10)
     np.testing.assert_allclose(gmm.covariances_, ref.covariances_, rtol=1e-8)
     np.testing.assert_allclose(gmm.weights_, ref.weights_, rtol=1e-10)
+
+
+# --------------------------------------------------------------------------
+# the boundary: NaN rows, empty input, datasets, fitted state
+# --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def fitted(blobs):
+    x, _ = blobs
+    gmm = keras_gmm.GaussianMixtureEM(4, seed=0, dtype="float64")
+    gmm.fit(x, verbose=0)
+    return gmm
+
+
+def test_a_non_finite_row_gives_nan_and_no_invented_label(blobs, fitted):
+    x, _ = blobs
+    bad = x[:6].copy()
+    bad[1, 0], bad[4, 2] = np.nan, np.inf
+    good = np.array([0, 2, 3, 5])
+    labels, proba = fitted.predict(bad), fitted.predict_proba(bad)
+    np.testing.assert_array_equal(labels[[1, 4]], -1)
+    np.testing.assert_array_equal(labels[good], fitted.predict(x[:6])[good])
+    assert np.all(np.isnan(proba[[1, 4]]))
+    np.testing.assert_allclose(proba[good], fitted.predict_proba(x[:6])[good])
+    scores = fitted.score_samples(bad)
+    assert np.all(np.isnan(scores[[1, 4]]))
+    np.testing.assert_allclose(scores[good], fitted.score_samples(x[:6])[good])
+    assert np.isnan(fitted.score(bad)) and np.isnan(fitted.bic(bad))
+    assert np.isnan(fitted.aic(bad))
+
+
+@pytest.mark.parametrize("method", ["predict", "predict_proba", "score_samples",
+                                    "score", "bic", "aic"])
+def test_empty_and_misshapen_inputs_are_refused(fitted, method):
+    with pytest.raises(ValueError, match="`x` must have at least 1 row.*\\(0, 3\\)"):
+        getattr(fitted, method)(np.zeros((0, 3)))
+    with pytest.raises(ValueError, match="`x` must be 2-D"):
+        getattr(fitted, method)(np.zeros(3))
+    with pytest.raises(TypeError, match="`x` must hold numbers"):
+        getattr(fitted, method)(np.array([["a", "b", "c"]]))
+
+
+def test_an_unfitted_layer_raises_eagerly_and_warns_once_in_a_model(blobs):
+    x, _ = blobs
+    gmm = keras_gmm.GaussianMixtureEM(4)
+    gmm.build((None, 3))
+    with pytest.raises(NotFittedError, match="not fitted yet: call fit"):
+        gmm(tf.constant(x[:5], tf.float32))
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, gmm(inputs))  # building the model is fine
+    with pytest.warns(UserWarning, match="not fitted yet.*placeholder") as record:
+        model.predict(x[:5], verbose=0)
+        model.predict(x[:7], verbose=0)  # a second trace: no second warning
+    assert sum("not fitted" in str(w.message) for w in record) == 1
+    gmm.fit(x.astype("float32"), verbose=0)
+    np.testing.assert_allclose(model(x[:5]), gmm.predict_proba(x[:5]), rtol=1e-5)
+
+
+def test_fit_results_survive_a_keras_round_trip(blobs, tmp_path):
+    x, _ = blobs
+    gmm = keras_gmm.GaussianMixtureEM(4, seed=0, tol=1e-4, name="gmm")
+    gmm.fit(x.astype("float32"), verbose=0)
+    assert gmm.converged_ and gmm.n_iter_ > 1
+    inputs = keras.Input((3,))
+    keras.Model(inputs, gmm(inputs)).save(tmp_path / "gmm.keras")
+    restored = keras.saving.load_model(tmp_path / "gmm.keras").get_layer("gmm")
+    assert restored.converged_ is True
+    assert restored.n_iter_ == gmm.n_iter_
+    assert restored.lower_bound_ == gmm.lower_bound_
+
+
+def _dataset(x, structure="x", batch=50):
+    y = np.zeros(len(x))
+    elements = {"x": x, "(x,)": (x,), "(x, y)": (x, y), "dict": {"x": x},
+                "(x, y, w)": (x, y, y)}[structure]
+    return tf.data.Dataset.from_tensor_slices(elements).batch(batch)
+
+
+@pytest.mark.parametrize("structure", ["(x,)", "(x, y)"])
+def test_dataset_tuples_use_their_first_element(blobs, structure):
+    x, _ = blobs
+    _, init = sklearn_pair(x, "diag")
+    kwargs = dict(tol=0, max_iter=2, dtype="float64", **init)
+    ref = keras_gmm.GaussianMixtureEM(4, "diag", **kwargs)
+    ref.fit(_dataset(x), verbose=0)
+    gmm = keras_gmm.GaussianMixtureEM(4, "diag", **kwargs)
+    gmm.fit(_dataset(x, structure), verbose=0)
+    np.testing.assert_allclose(gmm.means_, ref.means_, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "make, error, match",
+    [
+        (lambda x: _dataset(x).repeat(), ValueError, "infinite tf.data.Dataset.*repeat"),
+        (lambda x: _dataset(x).take(0), ValueError, "empty tf.data.Dataset"),
+        (lambda x: _dataset(x).filter(lambda b: False), ValueError, "empty"),
+        (lambda x: _dataset(x, "dict"), ValueError, r"structure \{'x'.*Map it to x"),
+        (lambda x: _dataset(x, "(x, y, w)"), ValueError,
+         r"`\(x, y\)` tuples.*lambda x, \*rest: x"),
+        (lambda x: tf.data.Dataset.from_tensor_slices(x), ValueError,
+         "shape \\(3,\\). It looks unbatched: call dataset.batch"),
+        (lambda x: tf.data.Dataset.from_tensor_slices(x[:, :, None]).batch(5),
+         ValueError, "2-D batches"),
+        (lambda x: tf.data.Dataset.from_tensor_slices(x.astype(str)).batch(5),
+         ValueError, "real numbers.*string"),
+    ],
+)
+def test_bad_datasets_are_refused_before_any_pass(blobs, make, error, match):
+    x, _ = blobs
+    with pytest.raises(error, match=match):
+        keras_gmm.GaussianMixtureEM(2, max_iter=2).fit(make(x), verbose=0)
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 2.0, "8"])
+def test_bad_batch_sizes_are_refused(blobs, batch_size):
+    x, _ = blobs
+    with pytest.raises(ValueError, match="`batch_size` must be an integer >= 1"):
+        keras_gmm.GaussianMixtureEM(2).fit(x, batch_size=batch_size, verbose=0)
+
+
+def test_nan_in_a_dataset_or_in_the_initial_parameters_says_so(blobs):
+    x, _ = blobs
+    bad = x.copy()
+    bad[[100, 500], 1] = np.nan
+    with pytest.raises(ValueError, match="contains NaN or inf in 2 rows"):
+        keras_gmm.GaussianMixtureEM(4).fit(_dataset(bad), verbose=0)
+    # the initial parameters given: the first streamed pass finds them
+    _, init = sklearn_pair(x, "full")
+    with pytest.raises(ValueError, match="contains NaN or inf in 2 rows"):
+        keras_gmm.GaussianMixtureEM(4, **init).fit(_dataset(bad), verbose=0)
+    for name in ("weights_init", "means_init", "precisions_init"):
+        value = np.array(init[name], dtype=float)
+        value.flat[0] = np.nan
+        with pytest.raises(ValueError, match=f"`{name}` must be finite; it holds NaN"):
+            keras_gmm.GaussianMixtureEM(4, **{**init, name: value})
+
+
+@pytest.mark.parametrize("dtype, advice", [("float32", True), ("float64", False)])
+def test_ill_defined_covariance_suggests_the_layer_dtype(dtype, advice):
+    x = np.zeros((20, 2))
+    x[:, 0] = np.arange(20.0)
+    for data in (x, tf.data.Dataset.from_tensor_slices(x).batch(8)):
+        gmm = keras_gmm.GaussianMixtureEM(1, reg_covar=1e-300, dtype=dtype, max_iter=2)
+        with pytest.raises(ValueError, match="increase reg_covar") as info:
+            gmm.fit(data, verbose=0)
+        assert ('dtype="float64"' in str(info.value)) is advice
+        assert "float64 data instead" not in str(info.value)
+
+
+# --------------------------------------------------------------------------
+# online EM: failed steps, small first batches, the training gate
+# --------------------------------------------------------------------------
+def _online_fit_model(x, jit_compile, bad_row):
+    inputs = keras.Input((3,))
+    gmm = keras_gmm.GaussianMixtureEM(4, "diag", online=True, momentum=0.5, seed=0)
+    head = keras.layers.Dense(1, name="head")(inputs)
+    model = keras.Model(inputs, {"head": head, "resp": gmm(inputs)})
+    model.compile("adam", loss={"head": "mse"}, jit_compile=jit_compile)
+    x = x.astype("float32")
+    x[bad_row, 0] = np.nan
+    model.fit(x, {"head": np.zeros((len(x), 1))}, batch_size=100, epochs=1,
+              shuffle=False, verbose=0)
+    return gmm
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+@pytest.mark.parametrize("bad_row", [3, 250], ids=["first batch", "later batch"])
+def test_online_em_skips_and_counts_a_non_finite_batch(blobs, jit_compile, bad_row):
+    x, _ = blobs
+    gmm = _online_fit_model(x.copy(), jit_compile, bad_row)
+    assert int(gmm.skipped_batches.numpy()) == 1
+    assert gmm.converged_ is False  # online steps are not a batch fit
+    for name in ("weights_", "means_", "covariances_"):
+        assert np.all(np.isfinite(getattr(gmm, name))), name
+    np.testing.assert_allclose(gmm.weights_.sum(), 1.0, rtol=1e-5)
+
+
+def test_online_first_batch_smaller_than_num_components_is_skipped_with_a_warning(blobs):
+    x, _ = blobs
+    gmm = keras_gmm.GaussianMixtureEM(4, online=True, seed=0)
+    with pytest.warns(UserWarning, match="first training batch of 3 rows cannot "
+                                         "initialise 4 components"):
+        gmm(tf.constant(x[:3], tf.float32), training=True)
+    assert int(gmm.skipped_batches.numpy()) == 1
+    with pytest.raises(NotFittedError):
+        gmm.means_
+    gmm(tf.constant(x[:200], tf.float32), training=True)  # enough rows: initialises
+    assert gmm.means_.shape == (4, 3) and int(gmm.skipped_batches.numpy()) == 1
+
+
+def test_online_first_batch_too_small_in_a_graph_is_skipped(blobs):
+    # an unknown batch size at trace time: the check runs in the graph
+    x, _ = blobs
+    gmm = keras_gmm.GaussianMixtureEM(4, online=True, seed=0)
+    gmm.build((None, 3))
+    step = tf.function(lambda b: gmm(b, training=True),
+                       input_signature=[tf.TensorSpec([None, 3], tf.float32)])
+    step(tf.constant(x[:2], tf.float32))
+    assert int(gmm.skipped_batches.numpy()) == 1 and not gmm._is_fitted()
+    step(tf.constant(x[:100], tf.float32))
+    assert gmm._is_fitted() and np.all(np.isfinite(gmm.means_))
+
+
+def test_a_frozen_online_layer_does_not_update(blobs):
+    x, _ = blobs
+    gmm = keras_gmm.GaussianMixtureEM(4, online=True, seed=0, dtype="float64")
+    gmm.fit(x, verbose=0)
+    gmm.trainable = False
+    before = [v.numpy().copy() for v in gmm.weights]
+    gmm(tf.constant(x[:100]), training=True)
+    for b, v in zip(before, gmm.weights):
+        np.testing.assert_array_equal(b, v.numpy())

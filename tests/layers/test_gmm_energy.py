@@ -1,6 +1,7 @@
 """GMMEnergy: DAGMM's sample energy against a naive NumPy/SciPy computation."""
 
 import doctest
+import re
 
 import keras
 import numpy as np
@@ -241,7 +242,9 @@ def test_training_updates_state_and_round_trips(tmp_path):
     assert float(loaded.get_layer("energy").threshold.numpy()) == 1.5
 
 
-def test_endpoints_without_keras_gmm(tmp_path):
+def test_export_without_keras_gmm(tmp_path):
+    # serving_default only: the anomaly endpoints (score, predict) are
+    # keras_gmm.export's, tested in tests/export.
     from tests.export_utils import run_tf_only
 
     rng = np.random.default_rng(2)
@@ -251,16 +254,9 @@ def test_endpoints_without_keras_gmm(tmp_path):
     extractor = keras.Model(model.inputs, layer.input)
     layer.fit_mixture(*extractor.predict(x, verbose=0))
     energy = model.predict(x, verbose=0)
-    threshold = float(np.median(energy))
-    layer.set_threshold(threshold)
     path = keras_gmm.export_saved_model(model, tmp_path / "export")
-    default, score, predict = run_tf_only(
-        [(path, name, {"x": x}) for name in ("serving_default", "score", "predict")]
-    )
+    (default,) = run_tf_only([(path, "serving_default", {"x": x})])
     np.testing.assert_allclose(default["energy"], energy, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(score["score"], energy, rtol=1e-5, atol=1e-5)
-    np.testing.assert_array_equal(predict["is_anomaly"], energy > threshold)
-    assert predict["is_anomaly"].sum() == 20
 
 
 def test_mixed_precision_computes_in_float32():
@@ -278,18 +274,16 @@ def test_mixed_precision_computes_in_float32():
 
 # --------------------------------------------------------------- errors
 @pytest.mark.parametrize(
-    "kwargs, match",
-    [
-        ({"covariance_type": "banana"}, "covariance_type.*'banana'"),
-        ({"reg_covar": 0.0}, "reg_covar.*0.0"),
-        ({"momentum": 1.0}, "momentum.*1.0"),
-        ({"energy_weight": -1}, "energy_weight.*-1"),
-        ({"cov_penalty_weight": float("nan")}, "cov_penalty_weight"),
-    ],
+    "name, value",
+    [("covariance_type", "banana"), ("reg_covar", 0.0), ("momentum", 1.0),
+     ("momentum", -0.1), ("energy_weight", -1), ("energy_weight", "0.1"),
+     ("cov_penalty_weight", float("nan")), ("cov_penalty_weight", True)],
 )
-def test_bad_arguments(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        keras_gmm.GMMEnergy(**kwargs)
+def test_bad_arguments_name_the_argument_and_the_value(name, value):
+    # every message names the argument and repeats the value received
+    expected = f"`{name}`.*received {name}={re.escape(repr(value))}"
+    with pytest.raises(ValueError, match=expected):
+        keras_gmm.GMMEnergy(**{name: value})
 
 
 def test_bad_inputs():
@@ -318,3 +312,124 @@ def test_docstring_example_runs():
     for test in finder.find(gmm_energy.GMMEnergy, "GMMEnergy"):
         result = runner.run(test)
         assert result.failed == 0
+
+
+# ------------------------------------------ state, training gate, bad gamma
+def test_fit_mixture_uses_float64_and_matches_parameters_from_resp():
+    # fit_mixture's streamed statistics (3 batches) give the one M-step from
+    # responsibilities of ops.em, in float64, whatever the layer's dtype
+    from keras_gmm.ops import em
+
+    z, gamma = _data(n=300, d=3, k=2, seed=11)
+    z = z * 1e-3 + 1e3  # far from the origin, tight: float32 statistics would lose
+    layer = keras_gmm.GMMEnergy("full", reg_covar=1e-9, dtype="float64")
+    layer.fit_mixture(z, gamma, batch_size=128)
+    w, mu, cov, _ = em.parameters_from_resp(
+        tf.constant(z), tf.constant(gamma / gamma.sum(1, keepdims=True)), "full", 1e-9
+    )
+    np.testing.assert_allclose(layer.means_, mu.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(layer.covariances_, cov.numpy(), rtol=1e-8)
+    np.testing.assert_allclose(layer.weights_, w.numpy(), rtol=1e-12)
+
+
+def test_unfitted_properties_raise_until_the_moving_statistics_hold_mass():
+    from keras_gmm.layers.gaussian_mixture_em import NotFittedError
+
+    z, gamma = _data()
+    layer = keras_gmm.GMMEnergy(reg_covar=1e-3)
+    layer.build([(None, 3), (None, 2)])
+    for name in ("weights_", "means_", "precisions_cholesky_", "covariances_",
+                 "precisions_"):
+        with pytest.raises(NotFittedError, match="GMMEnergy is not fitted.*fit_mixture"):
+            getattr(layer, name)
+    # inference before training serves the initial mixture (as BatchNormalization)
+    assert np.all(np.isfinite(layer([tf.constant(z, tf.float32),
+                                     tf.constant(gamma, tf.float32)]).numpy()))
+    with pytest.raises(NotFittedError):
+        layer.means_
+    layer([tf.constant(z, tf.float32), tf.constant(gamma, tf.float32)], training=True)
+    assert layer.means_.shape == (2, 3) and np.all(layer.moving_nk.numpy() > 0)
+
+
+def test_a_frozen_layer_neither_estimates_nor_updates():
+    z, gamma = _data()
+    layer = keras_gmm.GMMEnergy(reg_covar=1e-3)
+    layer.fit_mixture(z, gamma)
+    layer.trainable = False
+    before = [w.numpy().copy() for w in layer.weights]
+    inputs = [tf.constant(z, tf.float32), tf.constant(gamma, tf.float32)]
+    energy = layer(inputs, training=True)
+    np.testing.assert_array_equal(energy, layer(inputs, training=False))
+    for b, w in zip(before, layer.weights):
+        np.testing.assert_array_equal(b, w.numpy())
+    assert layer.losses == []
+
+
+def test_a_non_finite_training_batch_is_refused_eagerly_and_skipped_under_jit():
+    z, gamma = _data(n=64, d=3, k=2, seed=12)
+    layer = keras_gmm.GMMEnergy(reg_covar=1e-3)
+    layer([tf.constant(z, tf.float32), tf.constant(gamma, tf.float32)], training=True)
+    means = layer.means_.copy()
+    z[5, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN or inf in `z` or `gamma`"):
+        layer([tf.constant(z, tf.float32), tf.constant(gamma, tf.float32)],
+              training=True)
+    np.testing.assert_array_equal(layer.means_, means)
+    # Under XLA the assertion is dropped: the batch's step is skipped, counted.
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 5)).astype("float32")
+    x[40] = np.nan  # in the second (last) batch
+    model = _make_model()
+    model.compile("adam", jit_compile=True)
+    model.fit(x, batch_size=32, epochs=1, verbose=0, shuffle=False)
+    energy = model.get_layer("energy")
+    assert int(energy.skipped_batches.numpy()) == 1
+    assert np.all(np.isfinite(energy.means_)) and np.all(np.isfinite(energy.covariances_))
+
+
+def test_gamma_with_another_number_of_components_is_refused():
+    z, gamma = _data(k=2)
+    layer = keras_gmm.GMMEnergy()
+    layer([tf.constant(z, tf.float32), tf.constant(gamma, tf.float32)])
+    _, gamma3 = _data(k=3)
+    with pytest.raises(ValueError, match=r"built for z \[batch, 3\] and gamma "
+                                         r"\[batch, 2\].*\(60, 3\)"):
+        layer([tf.constant(z, tf.float32), tf.constant(gamma3, tf.float32)])
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda g: g * np.where(np.arange(len(g))[:, None] == 3, -1.0, 1.0),
+         "`gamma` must hold non-negative memberships"),
+        (lambda g: np.where(np.arange(len(g))[:, None] == 4, 0.0, g),
+         r"`gamma` has zero total membership in 1 of 60 rows \(first at row 4\)"),
+        (lambda g: np.zeros_like(g), "zero total membership in 60 of 60 rows"),
+        (lambda g: np.where(np.arange(len(g))[:, None] == 2, np.inf, g),
+         "`gamma` must be finite"),
+    ],
+)
+def test_fit_mixture_refuses_bad_memberships(change, match):
+    z, gamma = _data()
+    layer = keras_gmm.GMMEnergy()
+    with pytest.raises(ValueError, match=match):
+        layer.fit_mixture(z, change(gamma))
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 2.5, None])
+def test_fit_mixture_refuses_bad_batch_sizes(batch_size):
+    z, gamma = _data()
+    with pytest.raises(ValueError, match="`batch_size` must be an integer >= 1"):
+        keras_gmm.GMMEnergy().fit_mixture(z, gamma, batch_size=batch_size)
+
+
+def test_the_shipped_dagmm_file_loads_with_its_state():
+    # saved before skipped_batches existed: it loads, with the counter at 0
+    import keras_gmm.zoo
+
+    model = keras_gmm.zoo.load("dagmm_breast_cancer")
+    (layer,) = [lay for lay in model.layers if isinstance(lay, keras_gmm.GMMEnergy)]
+    assert int(layer.skipped_batches.numpy()) == 0
+    np.testing.assert_allclose(layer.weights_.sum(), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(layer.moving_nk.numpy(), layer.weights_)
+    assert np.isfinite(float(layer.threshold.numpy()))

@@ -93,3 +93,124 @@ def test_em_iterations_reports_a_failed_cholesky():
     np.testing.assert_array_equal(out[2].numpy(), p.numpy())  # last good parameters
 
 
+
+
+# --------------------------------------------------------------------------
+# the streamed pass and loop (tf.data.Dataset, optionally all-reduced)
+# --------------------------------------------------------------------------
+def _start(x, covariance_type, seed=4):
+    resp = _random_resp(len(x), 3, seed=seed)
+    w, m, _, p = em.parameters_from_resp(tf.constant(x), resp, covariance_type, REG)
+    return w, m, p
+
+
+@pytest.mark.parametrize("covariance_type", COV_TYPES)
+def test_streamed_pass_is_one_em_iteration_over_all_batches(covariance_type):
+    x = _blobs(n=250)
+    params = _start(x, covariance_type)
+    stats, lp = em.batch_statistics(tf.constant(x), *params, covariance_type)
+    ref = em.m_step(stats, params[1], covariance_type, REG)
+    # batches of 64 rows plus a ragged tail of 58
+    dataset = tf.data.Dataset.from_tensor_slices(x).batch(64)
+    step = em_driver.streamed_pass(dataset, params, covariance_type, REG)
+    assert step.n_rows == 250 and step.nonfinite_rows == 0
+    np.testing.assert_allclose(step.bound, float(lp) / 250, rtol=1e-12)
+    for got, want in zip(step.params, (ref[0], ref[1], ref[3])):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "spherical"])
+def test_streamed_em_follows_the_in_memory_loop(covariance_type):
+    x = _blobs(n=240)
+    params = _start(x, covariance_type)
+    run = tf.function(em_driver.em_iterations, jit_compile=True)
+    *ref, bounds, n_iter, converged, failed = run(
+        tf.constant(x), *params, covariance_type, REG, 30, 1e-4
+    )
+    seen = []
+    result = em_driver.streamed_em(
+        tf.data.Dataset.from_tensor_slices(x).batch(100), params, covariance_type,
+        REG, 30, 1e-4, callback=lambda bound, prev: seen.append((bound, prev)),
+    )
+    assert result.converged == bool(converged) and not result.failed
+    assert len(result.bounds) == int(n_iter) == len(seen)
+    np.testing.assert_allclose(result.bounds, bounds.numpy()[: int(n_iter)], rtol=1e-10)
+    assert seen[0][1] == -np.inf and seen[1][1] == result.bounds[0]
+    for got, want in zip(result.params, ref):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-8, atol=1e-10)
+
+
+def test_streamed_em_stops_at_non_finite_rows_and_keeps_the_parameters():
+    x = _blobs(n=240)
+    x[[17, 200], 1] = np.nan
+    params = _start(_blobs(n=240), "diag")
+    result = em_driver.streamed_em(
+        tf.data.Dataset.from_tensor_slices(x).batch(50), params, "diag", REG, 5, 0.0
+    )
+    assert result.nonfinite_rows == 2 and result.failed and result.bounds == []
+    for got, want in zip(result.params, params):
+        np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
+def test_streamed_em_reports_a_failed_cholesky_without_raising():
+    # collapsed data and reg_covar=0: the M-step's factor is NaN; as
+    # `iterate`, the last good parameters are kept and `failed` is set
+    x = np.repeat(np.arange(4.0)[:, None], 10, axis=0) @ np.ones((1, 2))
+    params = (tf.constant([0.5, 0.5], tf.float64),
+              tf.constant([[0.0, 0.0], [3.0, 3.0]], tf.float64),
+              tf.constant(np.stack([np.eye(2)] * 2)))
+    result = em_driver.streamed_em(
+        tf.data.Dataset.from_tensor_slices(x).batch(16), params, "full", 0.0, 5, 0.0
+    )
+    assert result.failed and not result.converged and len(result.bounds) == 1
+    np.testing.assert_array_equal(result.params[2].numpy(), params[2].numpy())
+
+
+def test_streamed_pass_of_an_empty_dataset_has_no_bound():
+    params = _start(_blobs(n=240), "tied")
+    empty = tf.data.Dataset.from_tensor_slices(np.zeros((0, 3))).batch(8)
+    step = em_driver.streamed_pass(empty, params, "tied", REG)
+    assert step.n_rows == 0 and np.isnan(step.bound)
+
+
+def test_m_step_unchecked_gives_nan_where_m_step_raises():
+    stats = em.Stats(tf.constant([5.0, 5.0], tf.float64), tf.zeros((2, 2), tf.float64),
+                     -tf.ones((2, 2), tf.float64))  # negative variances
+    shift = tf.zeros((2, 2), tf.float64)
+    with pytest.raises(ValueError, match="ill-defined empirical covariance"):
+        em.m_step(stats, shift, "diag", 0.0)
+    w, means, prec_chol = em_driver.m_step_unchecked(stats, shift, "diag", 0.0)
+    assert np.all(np.isnan(prec_chol.numpy())) and np.all(np.isfinite(means.numpy()))
+    np.testing.assert_allclose(w.numpy(), [0.5, 0.5])
+
+
+def test_streamed_pass_under_mirrored_strategy_all_reduces_the_replicas():
+    x = _blobs(n=240).astype("float32")
+    params = tuple(tf.cast(t, tf.float32) for t in _start(x.astype(float), "full"))
+    dataset = tf.data.Dataset.from_tensor_slices(x).batch(60)
+    single = em_driver.streamed_pass(dataset, params, "full", REG)
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
+    strategy = tf.distribute.MirroredStrategy(devices)
+    with strategy.scope():
+        mirrored = em_driver.streamed_pass(dataset, params, "full", REG)
+    # the statistics went through this strategy's replica step
+    step = em_driver._batch_step(strategy, params[1], "full")
+    assert step.experimental_get_tracing_count() >= 1
+    assert mirrored.n_rows == 240
+    np.testing.assert_allclose(mirrored.bound, single.bound, rtol=1e-5)
+    for got, want in zip(mirrored.params, single.params):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_streamed_steps_keep_static_shapes_across_mixture_shapes():
+    # one step per mixture shape: fitting other K and D in between never
+    # relaxes a step's shapes (the ops need a static event size)
+    for d, k in ((3, 3), (2, 3), (3, 2), (3, 3)):
+        x = make_blobs(n_samples=90, n_features=d, centers=k, random_state=0)[0]
+        resp = _random_resp(90, k, seed=1)
+        w, m, _, p = em.parameters_from_resp(tf.constant(x), resp, "diag", REG)
+        for batch in (40, 25):  # ragged tails
+            step = em_driver.streamed_pass(
+                tf.data.Dataset.from_tensor_slices(x).batch(batch), (w, m, p), "diag", REG
+            )
+            assert np.isfinite(step.bound)

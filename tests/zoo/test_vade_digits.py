@@ -25,7 +25,7 @@ def test_structure_and_cluster_probabilities(model):
     np.testing.assert_allclose(gamma.sum(axis=1), 1.0, atol=1e-5)
     prior = vade_digits.prior_of(model)
     assert isinstance(prior, keras_gmm.GMMPriorSampling)
-    assert (prior.num_components, prior.latent_dim) == (10, 10)
+    assert (prior.num_components, prior.event_size) == (10, 10)
     assert prior.inference == "mean" and prior.kl_method == "vade"
     # The clusters are named after the digits: argmax reads as a digit.
     recorded = keras_gmm.zoo.recorded_metrics(NAME)

@@ -260,14 +260,7 @@ class GaussianMixtureEM(MixtureState, keras.layers.Layer):
         return float(self._lower_bound.numpy()) if self.built else -np.inf
 
     def _ill_defined_message(self):
-        message = em.ill_defined_covariance_message(tf.float64)
-        if tf.as_dtype(self.dtype) != tf.float64:
-            message += (
-                ' The numerical accuracy can also be improved by creating the '
-                'layer with dtype="float64" (it computes in its own dtype: '
-                "float64 data alone does not help)."
-            )
-        return message
+        return em.ill_defined_covariance_message(self.dtype)
 
     # ------------------------------------------------------------------ call
     def _check_fitted_call(self):

@@ -130,8 +130,9 @@ def ill_defined_covariance_message(dtype):
     )
     if tf.as_dtype(dtype) != tf.float64:
         message += (
-            " The numerical accuracy can also be improved by passing float64"
-            " data instead of float32."
+            " The numerical accuracy can also be improved by computing in"
+            ' float64: create the layer with dtype="float64" (it computes in'
+            " its own dtype, so float64 data alone does not help)."
         )
     return message
 
@@ -271,7 +272,7 @@ def _finfo_eps(dtype):
     return float(np.finfo(tf.as_dtype(dtype).as_numpy_dtype).eps)
 
 
-def m_step(stats, shift, covariance_type, reg_covar):
+def m_step(stats, shift, covariance_type, reg_covar, check=True):
     """New parameters from accumulated statistics (scikit-learn's ``_m_step``).
 
     Args:
@@ -279,6 +280,9 @@ def m_step(stats, shift, covariance_type, reg_covar):
         shift: ``[K, D]`` the shift the statistics were taken around.
         covariance_type: one of ``COVARIANCE_TYPES``.
         reg_covar: non-negative float added to the covariance diagonals.
+        check: raise on a non-finite factor (:func:`check_precisions_cholesky`);
+            ``False`` returns it NaN for the caller to handle (the EM loop and
+            the stepwise updates keep the previous parameters then).
 
     Returns:
         ``(weights [K], means [K, D], covariances, precisions_cholesky)``;
@@ -293,7 +297,9 @@ def m_step(stats, shift, covariance_type, reg_covar):
         stats, shift, covariance_type, reg_covar
     )
     weights = nk_eps / tf.reduce_sum(nk_eps)
-    prec_chol = precisions_cholesky_from_covariances(covariances, covariance_type)
+    prec_chol = precisions_cholesky_from_covariances(
+        covariances, covariance_type, check=check
+    )
     return weights, means, covariances, prec_chol
 
 
@@ -438,7 +444,7 @@ def check_precisions_cholesky(precisions_cholesky):
     return tf.debugging.assert_all_finite(precisions_cholesky, message)
 
 
-def precisions_cholesky_from_covariances(covariances, covariance_type):
+def precisions_cholesky_from_covariances(covariances, covariance_type, check=True):
     """scikit-learn's ``_compute_precision_cholesky``.
 
     Full/tied: ``P = inv(L).T`` with ``L = cholesky(covariance)`` (upper
@@ -449,7 +455,7 @@ def precisions_cholesky_from_covariances(covariances, covariance_type):
     prec_chol = covariance.get(covariance_type).precisions_cholesky_from_covariances(
         covariances
     )
-    return check_precisions_cholesky(prec_chol)
+    return check_precisions_cholesky(prec_chol) if check else prec_chol
 
 
 def precisions_cholesky_from_precisions(precisions, covariance_type):
@@ -629,7 +635,8 @@ def random_from_data_resp(n_samples, n_components, seed, dtype=tf.float32):
     )
 
 
-def parameters_from_labels(x, labels, n_components, covariance_type, reg_covar):
+def parameters_from_labels(x, labels, n_components, covariance_type, reg_covar,
+                           check=True):
     """:func:`parameters_from_resp` for one-hot responsibilities, from the
     labels: segment sums, memory ``N * D`` (``N * D^2`` for "full") instead of
     ``N * K * D``; exact two-pass statistics (means, then the scatter of
@@ -650,7 +657,9 @@ def parameters_from_labels(x, labels, n_components, covariance_type, reg_covar):
         tf.cast(reg_covar, dtype),
     )
     weights = nk_eps / tf.cast(tf.shape(x)[0], dtype)
-    prec_chol = precisions_cholesky_from_covariances(covariances, covariance_type)
+    prec_chol = precisions_cholesky_from_covariances(
+        covariances, covariance_type, check=check
+    )
     return weights, means, covariances, prec_chol
 
 
@@ -659,7 +668,7 @@ INIT_PARAMS = ("kmeans++", "kmeans", "random", "random_from_data")
 
 
 def initialize(x, n_components, init_params, covariance_type, reg_covar, seed,
-               kmeans_iter=10):
+               kmeans_iter=10, check=True):
     """Initial mixture parameters from data (scikit-learn's
     ``_initialize_parameters``), one function to compile.
 
@@ -699,16 +708,18 @@ def initialize(x, n_components, init_params, covariance_type, reg_covar, seed,
         else:
             labels = tf.argmin(_sq_distances(xc, centers), axis=-1, output_type=tf.int32)
         w, means, _, prec_chol = parameters_from_labels(
-            x, labels, k, covariance_type, reg_covar
+            x, labels, k, covariance_type, reg_covar, check=check
         )
         return w, means, prec_chol
     make_resp = random_resp if init_params == "random" else random_from_data_resp
     resp = make_resp(n, k, seed, x.dtype)
-    w, means, _, prec_chol = parameters_from_resp(x, resp, covariance_type, reg_covar)
+    w, means, _, prec_chol = parameters_from_resp(
+        x, resp, covariance_type, reg_covar, check=check
+    )
     return w, means, prec_chol
 
 
-def parameters_from_resp(x, resp, covariance_type, reg_covar):
+def parameters_from_resp(x, resp, covariance_type, reg_covar, check=True):
     """Initial parameters from responsibilities (scikit-learn's ``_initialize``).
 
     Two passes over ``x``: the means first, then the statistics centred on
@@ -726,5 +737,7 @@ def parameters_from_resp(x, resp, covariance_type, reg_covar):
         stats, shift, covariance_type, reg_covar
     )
     weights = nk_eps / tf.cast(tf.shape(x)[0], x.dtype)
-    prec_chol = precisions_cholesky_from_covariances(covariances, covariance_type)
+    prec_chol = precisions_cholesky_from_covariances(
+        covariances, covariance_type, check=check
+    )
     return weights, means, covariances, prec_chol

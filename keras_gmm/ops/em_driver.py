@@ -23,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from keras_gmm.ops import covariance, em
+from keras_gmm.ops import em
 
 __all__ = [
     "iterate", "em_iterations", "m_step_unchecked", "StreamedPass",
@@ -173,13 +173,10 @@ def m_step_unchecked(stats, shift, covariance_type, reg_covar):
     ``(weights, means, precisions_cholesky)``, the factor NaN where a
     covariance is not positive definite (the caller checks: the streamed loop
     and a layer's stepwise update keep the previous parameters then)."""
-    nk_eps, means, covariances = em.estimate_gaussian_parameters(
-        stats, shift, covariance_type, reg_covar
+    weights, means, _, prec_chol = em.m_step(
+        stats, shift, covariance_type, reg_covar, check=False
     )
-    prec_chol = covariance.get(covariance_type).precisions_cholesky_from_covariances(
-        covariances
-    )
-    return nk_eps / tf.reduce_sum(nk_eps), means, prec_chol
+    return weights, means, prec_chol
 
 
 def _batch_statistics(batch, weights, means, precisions_cholesky, covariance_type):

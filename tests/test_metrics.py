@@ -1,6 +1,5 @@
 """keras_gmm.metrics against scikit-learn and a brute-force reference."""
 
-import doctest
 import itertools
 
 import numpy as np
@@ -183,13 +182,3 @@ def test_anomaly_scores_refuse_bad_input():
         metrics.roc_auc_score([0, 1, 1], [0.1, 0.2])
     with pytest.raises(ValueError, match="`contamination` must be a finite number"):
         metrics.contamination_threshold([0.1, 0.2], 1.5)
-
-
-def test_docstring_examples_run():
-    finder = doctest.DocTestFinder()
-    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
-    tests = [t for t in finder.find(metrics) if t.examples]
-    assert len(tests) >= 3
-    for test in tests:
-        runner.run(test)
-    assert runner.summarize(verbose=False).failed == 0

@@ -192,8 +192,3 @@ def scale_noise(z, precisions_cholesky, covariance_type):
         triangular solve (``P.T`` is lower triangular); no inverse is formed.
     """
     return covariance.get(covariance_type).scale_noise(z, precisions_cholesky)
-
-
-def check_covariance_type(covariance_type, arg_name="covariance_type"):
-    """Deprecated spelling of :func:`keras_gmm.ops.covariance.check`."""
-    return covariance.check(covariance_type, arg_name)

@@ -1,6 +1,5 @@
 """GMMEnergy: DAGMM's sample energy against a naive NumPy/SciPy computation."""
 
-import doctest
 import re
 
 import keras
@@ -10,7 +9,6 @@ import tensorflow as tf
 from scipy.stats import multivariate_normal
 
 import keras_gmm
-from keras_gmm.layers import gmm_energy
 from tests import layer_checks
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
@@ -304,14 +302,6 @@ def test_bad_inputs():
         fitted.set_threshold(float("nan"))
     with pytest.raises(ValueError, match="build"):
         keras_gmm.GMMEnergy().set_threshold(1.0)
-
-
-def test_docstring_example_runs():
-    finder = doctest.DocTestFinder()
-    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
-    for test in finder.find(gmm_energy.GMMEnergy, "GMMEnergy"):
-        result = runner.run(test)
-        assert result.failed == 0
 
 
 # ------------------------------------------ state, training gate, bad gamma

@@ -1,6 +1,5 @@
 """keras_gmm.MixtureDensityHead."""
 
-import doctest
 
 import keras
 import numpy as np
@@ -9,7 +8,6 @@ import tensorflow as tf
 
 import keras_gmm
 from keras_gmm import mixture
-from keras_gmm.layers import mixture_density_head
 from tests import layer_checks
 
 COV_TYPES = ("diag", "full", "spherical", "tied")
@@ -165,20 +163,6 @@ def test_learns_a_bimodal_target():
     means = np.sort(parts["means"].numpy().ravel())
     np.testing.assert_allclose(means, [-0.8, 0.8], atol=0.1)
     np.testing.assert_allclose(parts["weights"].numpy().ravel(), [0.5, 0.5], atol=0.1)
-
-
-def test_docstring_example_runs():
-    finder = doctest.DocTestFinder()
-    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
-    for test in finder.find(mixture_density_head.MixtureDensityHead, "MixtureDensityHead"):
-        runner.run(test)
-    for test in finder.find(keras_gmm.GMMNegLogLik, "GMMNegLogLik"):
-        runner.run(test)
-    for test in finder.find(mixture.params_size, "params_size"):
-        runner.run(test)
-    for test in finder.find(mixture.MixtureLayout, "MixtureLayout"):
-        runner.run(test)
-    assert runner.failures == 0 and runner.tries >= 10
 
 
 @pytest.mark.parametrize(

@@ -122,7 +122,8 @@ def test_batched_parameters_broadcast_like_an_mdn():
 
 def test_unknown_covariance_type_is_a_clear_error():
     with pytest.raises(ValueError, match="covariance_type.*'diagonal'"):
-        gaussian.check_covariance_type("diagonal")
+        gaussian.log_gaussian_prob(np.zeros((2, 1)), np.zeros((1, 1)), np.ones((1, 1)),
+                                   "diagonal")
 
 
 # --------------------------------------------------------------------------

@@ -38,6 +38,8 @@ __all__ = [
     "check_seed",
     "check_pair",
     "check_array",
+    "check_permutation",
+    "check_rows",
     "describe",
 ]
 
@@ -302,3 +304,40 @@ def check_array(value, name, *, ndim=None, min_ndim=None, n_features=None,
             f"{where}). Drop or impute those values first."
         )
     return array
+
+
+def check_permutation(order, num_components, name="order"):
+    """``order`` as an int64 array if it is a permutation of
+    ``range(num_components)`` (a relabelling: new component k = old component
+    ``order[k]``)."""
+    if hasattr(order, "numpy") and callable(order.numpy):
+        order = order.numpy()
+    try:
+        array = np.asarray(order) if not isinstance(order, (str, bytes)) else None
+    except Exception:  # noqa: BLE001 - anything that is not array-like
+        array = None
+    ok = (
+        array is not None
+        and array.ndim == 1
+        and array.dtype.kind in "iu"
+        and len(array) == num_components
+        and np.array_equal(np.sort(array), np.arange(num_components))
+    )
+    if not ok:
+        raise ValueError(
+            f"`{name}` must be a permutation of range({num_components}) (new "
+            f"component k = old component {name}[k], every index once); "
+            f"received {name}={describe(order)}."
+        )
+    return array.astype(np.int64)
+
+
+def check_rows(bad, name, what, fix):
+    """A ValueError if any row flagged in ``bad`` (bool ``[n]``): how many,
+    the first, and the fix (e.g. ``what="contains NaN or inf"``)."""
+    bad = np.asarray(bad, bool)
+    if np.any(bad):
+        raise ValueError(
+            f"`{name}` {what} in {int(np.sum(bad))} of {len(bad)} rows (first "
+            f"at row {int(np.flatnonzero(bad)[0])}); {fix}."
+        )

@@ -53,36 +53,9 @@ class NotFittedError(ValueError, AttributeError):
     """A fitted mixture is used before it was fitted (as scikit-learn's)."""
 
 
-def check_permutation(order, num_components, name="order"):
-    """``order`` as an int array if it is a permutation of ``range(K)``."""
-    try:
-        array = np.asarray(order)
-    except Exception:  # noqa: BLE001 - anything that is not array-like
-        array = np.asarray([])
-    ok = (
-        array.ndim == 1
-        and array.dtype.kind in "iu"
-        and len(array) == num_components
-        and np.array_equal(np.sort(array), np.arange(num_components))
-    )
-    if not ok:
-        raise ValueError(
-            f"`{name}` must be a permutation of range({num_components}) (new "
-            f"component k = old component {name}[k]); received "
-            f"{name}={_validation.describe(order)}."
-        )
-    return array.astype(np.int64)
-
-
-def check_rows(bad, name, what, fix):
-    """A ValueError if any of the rows flagged in ``bad`` (bool ``[n]``):
-    how many, the first, and the fix."""
-    # TODO(_validation): a row-level check there would serve every layer.
-    if np.any(bad):
-        raise ValueError(
-            f"`{name}` {what} in {int(np.sum(bad))} of {len(bad)} rows (first "
-            f"at row {int(np.flatnonzero(bad)[0])}); {fix}."
-        )
+# The validators live in _validation; re-exported for the layers' imports.
+check_permutation = _validation.check_permutation
+check_rows = _validation.check_rows
 
 
 def _finite(*tensors):

@@ -463,7 +463,7 @@ class GMMPriorSampling(keras.layers.Layer):
             This layer.
         """
         self._require_built()
-        order = _check_permutation(order, self.num_components)
+        order = _validation.check_permutation(order, self.num_components)
         for variable in (self.logits, self.means, self.log_variances):
             variable.assign(tf.gather(tf.convert_to_tensor(variable), order))
         return self
@@ -583,28 +583,6 @@ def _sampling_log_var(z_log_var):
     stays NaN)."""
     clipped = tf.clip_by_value(z_log_var, -SAMPLE_LOG_VAR_LIMIT, SAMPLE_LOG_VAR_LIMIT)
     return tf.stop_gradient(clipped) + (z_log_var - tf.stop_gradient(z_log_var))
-
-
-def _check_permutation(order, num_components):
-    """``order`` as an int32 array if it is a permutation of
-    ``range(num_components)``, else a ValueError."""
-    if tf.is_tensor(order):
-        order = order.numpy()
-    array = np.asarray(order) if not isinstance(order, (str, bytes)) else None
-    ok = (
-        array is not None
-        and array.ndim == 1
-        and array.dtype.kind in "iu"
-        and array.size == num_components
-        and np.array_equal(np.sort(array), np.arange(num_components))
-    )
-    if not ok:
-        raise ValueError(
-            f"`order` must be a permutation of range({num_components}) "
-            f"(num_components={num_components}: every component index once); "
-            f"received order={_validation.describe(order)}."
-        )
-    return array.astype(np.int32)
 
 
 def _is_shape(value):

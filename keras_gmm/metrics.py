@@ -123,7 +123,8 @@ def clustering_accuracy(y_true, y_pred):
         raise ImportError(
             "keras_gmm.metrics.clustering_accuracy finds the best cluster -> "
             "class map with SciPy's Hungarian algorithm; install it with "
-            "`pip install scipy` (it is in the `test` extra)."
+            "`pip install scipy` (a dependency of keras-gmm: reinstalling it "
+            "brings SciPy back)."
         ) from error
     rows, cols = linear_sum_assignment(counts, maximize=True)
     return float(counts[rows, cols].sum() / counts.sum())

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from sklearn.datasets import load_breast_cancer as sklearn_load
 
 from keras_gmm import datasets
 
@@ -35,7 +34,7 @@ def _zscore(x):
 
 
 def test_splits_partition_sklearn_data_with_malignant_labels():
-    data = sklearn_load()
+    data = pytest.importorskip("sklearn.datasets").load_breast_cancer()
     malignant = (data.target == 0).astype(np.int64)  # sklearn: 0 = malignant
     splits = [datasets.load_breast_cancer(s) for s in ("train", "val", "test")]
     x_all = np.concatenate([x for x, _ in splits])

@@ -9,6 +9,7 @@ tests/zoo/, tests/test_cli.py, tests/test_export*.py).
 """
 
 import threading
+import warnings
 
 import keras
 import numpy as np
@@ -270,6 +271,9 @@ def test_old_configs_with_locs_gain_still_load():
     config = head.get_config()
     assert config["means_gain"] == 3.0 and "locs_gain" not in config
     config["locs_gain"] = config.pop("means_gain")
-    with pytest.warns(DeprecationWarning, match="means_gain"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an old file loads quietly
         again = keras_gmm.MixtureDensityHead.from_config(config)
     assert again.means_gain == 3.0 and again.locs_gain == 3.0
+    with pytest.warns(DeprecationWarning, match="means_gain"):
+        keras_gmm.MixtureDensityHead(2, 1, locs_gain=3.0)

@@ -276,6 +276,15 @@ class MixtureDensityHead(mixture_lib.MixtureLayoutMixin, keras.layers.Layer):
         )
 
     # ------------------------------------------------------------- config
+    @classmethod
+    def from_config(cls, config):
+        # Files saved before 0.2 store `locs_gain`: read it as `means_gain`
+        # without a warning (the file is not the user's code).
+        config = dict(config)
+        if "locs_gain" in config:
+            config["means_gain"] = config.pop("locs_gain")
+        return super().from_config(config)
+
     def get_config(self):
         config = super().get_config()
         config.update(self.layout.get_config())

@@ -32,6 +32,7 @@ _MUST_HAVE_EXAMPLES = {
     "keras_gmm.metrics",
     "keras_gmm.export._core",
     "keras_gmm.losses",
+    "keras_gmm.layers.gaussian_mixture_classifier",
     "keras_gmm.layers.gaussian_mixture_em",
     "keras_gmm.layers.gmm_conv2d",
     "keras_gmm.layers.gmm_energy",

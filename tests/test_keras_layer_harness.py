@@ -90,3 +90,22 @@ def test_gmm_energy(harness, covariance_type):
         expected_output_shape=(16,),
         expected_output_dtype="float32",
     )
+
+
+@pytest.mark.parametrize(
+    "covariance_type, output_mode, expected_shape",
+    [("diag", "logits_and_distances", (4, 3, 2)), ("full", "probabilities", (4, 3))],
+)
+def test_gaussian_mixture_classifier(harness, covariance_type, output_mode,
+                                     expected_shape):
+    harness.run_layer_test(
+        keras_gmm.GaussianMixtureClassifier,
+        {"num_classes": 3, "components_per_class": 2,
+         "covariance_type": covariance_type, "learn_priors": True,
+         "output_mode": output_mode},
+        input_shape=(4, 5),
+        expected_output_shape=expected_shape,
+        expected_output_dtype="float32",
+        expected_num_trainable_weights=3,
+        expected_num_non_trainable_weights=0,
+    )

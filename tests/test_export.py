@@ -306,10 +306,12 @@ def test_every_keras_gmm_layer_endpoint_is_declared_in_export():
     export has something to say about, and the package names every endpoint."""
     registered = set(export_core._REGISTRY)
     for cls in (keras_gmm.MixtureDensityHead, keras_gmm.GMMPriorSampling,
-                keras_gmm.GMMEnergy, keras_gmm.GaussianMixtureEM):
+                keras_gmm.GMMEnergy, keras_gmm.GaussianMixtureEM,
+                keras_gmm.GaussianMixtureClassifier):
         assert cls in registered, cls
     for name in ("SERVING_DEFAULT", "MIXTURE_PARAMETERS", "SAMPLE", "GENERATE",
-                 "GENERATE_COMPONENT", "RECONSTRUCT", "SCORE", "PREDICT"):
+                 "GENERATE_COMPONENT", "RECONSTRUCT", "SCORE", "PREDICT",
+                 "LOG_LIKELIHOOD"):
         assert isinstance(getattr(export, name), str)
         assert name in export.__all__
 

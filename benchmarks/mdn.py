@@ -111,7 +111,7 @@ def build_ours():
         m = head.mixture(outputs)
         return (
             np.asarray(m.log_weights, np.float64),
-            np.asarray(m.locs, np.float64)[..., 0],
+            np.asarray(m.means, np.float64)[..., 0],
             np.asarray(m.stddevs(), np.float64)[..., 0],
         )
 

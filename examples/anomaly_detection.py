@@ -56,11 +56,6 @@ def f1_at_contamination(y, scores):
     return metrics.f1_score(y, scores > threshold)
 
 
-def anomaly_scores(model, x):
-    """The model's energies of ``x`` (higher = more anomalous)."""
-    return model.predict(x, batch_size=1024, verbose=0).astype(np.float64)
-
-
 def baseline_scores(x_train, x_test, seed):
     """``{name: test scores}`` of scikit-learn's detectors (higher = more
     anomalous)."""
@@ -96,9 +91,9 @@ def breast_cancer(retrain, epochs, seed):
         model = keras_gmm.zoo.load(recipe.NAME)
         # The control starts from the zoo model's own initialisation.
         seed = keras_gmm.zoo.info(recipe.NAME)["training"]["selected_seed"]
-    scores = {OURS: anomaly_scores(model, x_test)}
+    scores = {OURS: recipe.anomaly_scores(model, x_test)}
     control, _ = recipe.train_dagmm(x_train, 0, seed=seed)
-    scores[CONTROL] = anomaly_scores(control, x_test)
+    scores[CONTROL] = recipe.anomaly_scores(control, x_test)
     scores.update(baseline_scores(x_train, x_test, seed))
     rows = {
         name: (metrics.roc_auc_score(y_test, s), f1_at_contamination(y_test, s))
@@ -127,9 +122,9 @@ def digits(classes, epochs, seed):
         x_train = x_train_all[y_train_all != digit]
         anomaly = (y_test == digit).astype(int)
         model, _ = recipe.train_dagmm(x_train, epochs, seed=seed)
-        scores = {OURS: anomaly_scores(model, x_test)}
+        scores = {OURS: recipe.anomaly_scores(model, x_test)}
         control, _ = recipe.train_dagmm(x_train, 0, seed=seed)
-        scores[CONTROL] = anomaly_scores(control, x_test)
+        scores[CONTROL] = recipe.anomaly_scores(control, x_test)
         scores.update(baseline_scores(x_train, x_test, seed))
         per_class[digit] = {
             name: (metrics.roc_auc_score(anomaly, s), f1_at_contamination(anomaly, s))
@@ -152,12 +147,13 @@ def plot(y_test, scores, per_class, path):
     for name, s in scores.items():
         fpr, tpr, _ = roc_curve(y_test, s)
         style = "-" if name == OURS else ("--" if name == CONTROL else ":")
-        ax1.plot(fpr, tpr, style, lw=2 if name == OURS else 1.2,
+        ax1.plot(fpr, tpr, style, lw=2 if name == OURS else 1.5,
                  label=f"{name} ({metrics.roc_auc_score(y_test, s):.3f})")
     ax1.plot([0, 1], [0, 1], color="lightgray", lw=1)
-    ax1.set(title="breast cancer, test split: ROC (AUROC)",
+    ax1.set(title="Breast cancer (test split): ROC curves",
             xlabel="false positive rate", ylabel="true positive rate")
-    ax1.legend(fontsize=8, loc="lower right")
+    ax1.legend(fontsize=9, loc="lower right", title="detector (AUROC)",
+               title_fontsize=9)
     digits_ = sorted(per_class)
     names = list(per_class[digits_[0]])
     width = 0.8 / len(names)
@@ -165,10 +161,10 @@ def plot(y_test, scores, per_class, path):
         ax2.bar(np.arange(len(digits_)) + i * width,
                 [per_class[d][name][0] for d in digits_], width, label=name)
     ax2.axhline(0.5, color="gray", lw=1, ls="--")
-    ax2.set(title="digits: AUROC with one class held out as anomalies",
-            xlabel="held-out digit", ylabel="AUROC (dashed: chance)", ylim=(0.0, 1.25),
+    ax2.set(title="Digits: AUROC with one digit held out as the anomalies",
+            xlabel="held-out digit", ylabel="AUROC (dashed: chance)", ylim=(0.0, 1.3),
             xticks=np.arange(len(digits_)) + 0.4 - width / 2, xticklabels=digits_)
-    ax2.legend(fontsize=7, loc="upper center", ncol=3)
+    ax2.legend(fontsize=9, loc="upper center", ncol=3)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -112,8 +112,13 @@ def plot_ellipses(gmm, x, labels, path):
             ax.add_patch(Ellipse(mean, width, height, angle=angle, fill=False,
                                  color=plt.cm.tab10(k % 10), lw=2.0 / n_std))
         ax.plot(*mean, "k+", ms=10)
-    ax.set(title=f"GaussianMixtureEM, K={gmm.num_components}, "
-                 f"{gmm.covariance_type!r} (1 and 2 sigma ellipses)",
+    ax.plot([], [], "k-", lw=2.0, label="1 sigma")
+    ax.plot([], [], "k-", lw=1.0, label="2 sigma")
+    ax.plot([], [], "k+", ms=10, ls="none", label="component mean")
+    ax.legend(loc="upper left", fontsize=9, title="colour: cluster",
+              title_fontsize=9, framealpha=0.9)
+    ax.set(title=f"GaussianMixtureEM: K={gmm.num_components}, "
+                 f"covariance_type={gmm.covariance_type!r}",
            xlabel="x0", ylabel="x1")
     ax.set_aspect("equal", adjustable="datalim")
     fig.tight_layout()
@@ -125,14 +130,16 @@ def plot_bic(ours, sklearn, ks, covariance_types, best, path):
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, ct in enumerate(covariance_types):
         color = plt.cm.tab10(i)
-        ax.plot(ks, [ours[ct, k] for k in ks], "o-", color=color,
-                label=f"keras_gmm {ct}")
-        ax.plot(ks, [sklearn[ct, k] for k in ks], "x--", color=color, alpha=0.6,
-                label=f"scikit-learn {ct}")
-    ax.plot(best[1], ours[best], "k*", ms=16, label="chosen (lowest BIC)")
+        ax.plot(ks, [ours[ct, k] for k in ks], "o-", color=color, label=repr(ct))
+        ax.plot(ks, [sklearn[ct, k] for k in ks], "x--", color=color, alpha=0.6)
+    # Colour: the covariance type; line: the library.
+    ax.plot([], [], "o-", color="gray", label="keras_gmm")
+    ax.plot([], [], "x--", color="gray", alpha=0.6, label="scikit-learn")
+    ax.plot(best[1], ours[best], "k*", ms=16, ls="none", label="chosen (lowest BIC)")
     ax.set(title="BIC against the number of components", xlabel="K",
            ylabel="BIC (lower is better)", xticks=list(ks))
-    ax.legend(fontsize=8, ncol=2)
+    ax.legend(fontsize=8, title="covariance_type, library", title_fontsize=8,
+              framealpha=0.9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

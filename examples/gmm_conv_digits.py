@@ -103,9 +103,10 @@ def plot(gmm_model, conv_model, path):
     for i, layer in enumerate(gmm_layers[:2]):
         ax = fig.add_subplot(grid[2, i * half:(i + 1) * half])
         draw_bumps(ax, layer, f"GMMConv2D layer {i + 1}: {layer.num_components} "
-                              "shared bumps (1 and 2 sigma)")
-    fig.suptitle("First-layer 5x5 kernels (rows 1-2) and learned Gaussian bumps",
-                 fontsize=9)
+                              "shared bumps\n(dot: mean; rings: 1 and 2 sigma; "
+                              "+: the kernel's taps)")
+    fig.suptitle("First-layer 5x5 kernels of each CNN (red > 0 > blue, each on its "
+                 "own scale) and the learned Gaussian bumps", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -76,15 +76,16 @@ def plot(embeddings, clusters, digits, path):
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 5))
     scatter = ax1.scatter(projected[:, 0], projected[:, 1], c=clusters, cmap="tab10",
                           s=10)
-    ax1.legend(*scatter.legend_elements(), title="cluster", fontsize=7, loc="best")
-    ax1.set(title="test embeddings (2 principal axes), coloured by GMM cluster",
+    ax1.legend(*scatter.legend_elements(), title="cluster", fontsize=8, loc="best")
+    ax1.set(title="Test embeddings (2 principal axes), coloured by GMM cluster",
             xlabel="PC 1", ylabel="PC 2")
     ax2.imshow(table, cmap="Blues")
     for (i, j), count in np.ndenumerate(table):
-        if count:
-            ax2.text(j, i, count, ha="center", va="center", fontsize=7)
-    ax2.set(title="test images: cluster vs digit", xlabel="digit", ylabel="cluster",
-            xticks=range(10), yticks=range(NUM_CLUSTERS))
+        if count:  # white on the dark cells
+            ax2.text(j, i, count, ha="center", va="center", fontsize=8,
+                     color="white" if count > table.max() / 2 else "black")
+    ax2.set(title="Test images: cluster against digit (counts)", xlabel="digit",
+            ylabel="cluster", xticks=range(10), yticks=range(NUM_CLUSTERS))
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -62,13 +62,20 @@ def plot(model, head, x_train, y_train, x_test, y_test, path, grid_size=200):
         extent=(xs[0], xs[-1], ys[0], ys[-1]),
         norm=colors.PowerNorm(gamma=0.4),  # shows the weaker branches
     )
-    ax1.scatter(x_train[:1000], y_train[:1000], s=0.5, c="white", alpha=0.3)
-    ax1.set(title="learned p(y | x), training points over it", xlabel="x", ylabel="y")
-    fig.colorbar(image, ax=ax1, label="density")
-    ax2.scatter(x_test, y_test, s=1, c="lightgray", label="test data")
-    ax2.scatter(x_test, samples, s=1, alpha=0.4, label="samples from the model")
-    ax2.set(title="head.sample(params) at the test inputs", xlabel="x")
-    ax2.legend(loc="upper left", markerscale=8)
+    ax1.scatter(x_train[:1000], y_train[:1000], s=1, c="white", alpha=0.4,
+                label="1,000 training points")
+    ax1.set(title="Learned density p(y | x)", xlabel="x", ylabel="y")
+    ax1.legend(loc="lower right", markerscale=6, fontsize=9, facecolor="gray",
+               labelcolor="white", framealpha=0.6)
+    fig.colorbar(image, ax=ax1, label="density (power scale: shows the weak branches)")
+    shown = slice(0, 3000)  # the same test inputs for both sets of points
+    ax2.scatter(x_test[shown], y_test[shown], s=2, c="black", alpha=0.5,
+                label="test data")
+    ax2.scatter(x_test[shown], samples[shown], s=2, c="tab:orange", alpha=0.5,
+                label="one sample of the model per test input")
+    ax2.set(title="Samples from head.sample(params) against the test data",
+            xlabel="x")
+    ax2.legend(loc="upper left", markerscale=6, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -161,13 +161,18 @@ def hdr_coverage(head, params, targets, num_samples, seed):
     return float(np.mean(head.log_prob(params, targets).numpy() >= cutoff))
 
 
-def plot(model, head, path, targets, grid=120):
+def _point(xy):
+    """``(1.0, 0.6)``: a hand position for a label or a title."""
+    return f"({float(xy[0]):.1f}, {float(xy[1]):.1f})"
+
+
+def plot(model, head, path, targets, grid=120, per_target=25):
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5.5))
     colors = ["tab:blue", "tab:orange", "tab:green"]
     params = model.predict(targets, verbose=0)
-    samples = head.sample(np.repeat(params, 25, axis=0), seed=1).numpy() * np.pi
+    samples = head.sample(np.repeat(params, per_target, axis=0), seed=1).numpy() * np.pi
     for i, (target, color) in enumerate(zip(targets, colors)):
-        for angles in samples[i * 25:(i + 1) * 25]:
+        for angles in samples[i * per_target:(i + 1) * per_target]:
             elbow = np.array([L1 * np.cos(angles[0]), L1 * np.sin(angles[0])])
             hand = forward(angles)
             ax1.plot([0, elbow[0], hand[0]], [0, elbow[1], hand[1]], color=color,
@@ -175,9 +180,13 @@ def plot(model, head, path, targets, grid=120):
         for solution in inverse(target[None])[0]:
             elbow = np.array([L1 * np.cos(solution[0]), L1 * np.sin(solution[0])])
             ax1.plot([0, elbow[0], target[0]], [0, elbow[1], target[1]], "k--", lw=1)
-        ax1.plot(*target, "o", color=color, ms=8, mec="k")
-    ax1.set(title="arms from 25 samples per target (dashed: the 2 exact solutions)",
-            xlabel="x", ylabel="y", aspect="equal")
+        ax1.plot(*target, "o", color=color, ms=9, mec="k",
+                 label=f"target {_point(target)}: {per_target} sampled arms")
+    ax1.plot([], [], "k--", lw=1, label="the 2 exact solutions of each target")
+    ax1.legend(loc="upper left", fontsize=9, framealpha=0.9)
+    ax1.set(title="Arms drawn from the MDN's samples", xlabel="x", ylabel="y",
+            aspect="equal")
+    ax1.set_ylim(top=ax1.get_ylim()[1] + 0.45)  # room for the legend
 
     t1 = np.linspace(T1_RANGE[0] - 0.3, T1_RANGE[1] + 0.3, grid)
     t2 = np.linspace(-np.pi, np.pi, grid)
@@ -189,15 +198,17 @@ def plot(model, head, path, targets, grid=120):
     log_p = (log_p - 2 * np.log(np.pi)).reshape(grid, grid)
     image = ax2.imshow(np.maximum(log_p, log_p.max() - 20), origin="lower",
                        extent=(t1[0], t1[-1], t2[0], t2[-1]), aspect="auto",
-                       cmap="viridis")
-    fig.colorbar(image, ax=ax2, label="log density (nats)")
+                       cmap="Greys")
+    fig.colorbar(image, ax=ax2, label="log density (nats), clipped 20 below the peak")
+    exact = inverse(targets[:1].astype(np.float64))[0]
+    ax2.plot(exact[:, 0], exact[:, 1], "o", mfc="none", mec="tab:red", mew=2, ms=18,
+             ls="none", label="the 2 exact solutions")
     drawn = head.sample(np.repeat(params[:1], 300, axis=0), seed=3).numpy() * np.pi
-    ax2.scatter(drawn[:, 0], drawn[:, 1], s=2, c="white", alpha=0.5, label="samples")
-    for solution in inverse(targets[:1].astype(np.float64))[0]:
-        ax2.plot(*solution, "r+", ms=14, mew=2)
-    ax2.legend(loc="lower left", fontsize=8)
-    ax2.set(title=f"log p(t1, t2 | hand at {np.round(targets[0].astype(float), 2)}),"
-            " the 2 exact solutions (+)", xlabel="t1 (rad)", ylabel="t2 (rad)")
+    ax2.scatter(drawn[:, 0], drawn[:, 1], s=14, c="tab:orange", edgecolors="k",
+                linewidths=0.4, zorder=3, label="300 samples of the model")
+    ax2.legend(loc="lower left", fontsize=9, framealpha=0.9)
+    ax2.set(title=f"Predicted p(t1, t2 | hand at {_point(targets[0])})",
+            xlabel="t1 (rad)", ylabel="t2 (rad)")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -39,6 +39,7 @@ from keras_gmm.zoo import soft_weight_sharing_digits as recipe
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
 
 def mixture_density(reg, grid):
@@ -68,30 +69,46 @@ def plot(result, path):
         color = "k" if (reg.zero_component and k == 0) else colors[k]
         ax.axhspan(mu - 2 * sd, mu + 2 * sd, color=color, alpha=0.15, lw=0)
         ax.axhline(mu, color=color, lw=0.8, alpha=0.8)
-    ax.scatter(before, after, s=1, alpha=0.3, color="tab:blue", rasterized=True)
+    ax.scatter(before, after, s=1, alpha=0.3, color="tab:blue", rasterized=True,
+               label="one weight")
     ax.set(xlim=(low, high), ylim=(low, high), xlabel="weight, trained normally",
            ylabel="weight after retraining with the prior")
     ax.text(0.02, 0.98,
-            f"{len(before):,} weights; bands: learned components (mean +- 2 sd)\n"
-            f"non-zero after quantization: "
+            f"{len(before):,} weights; non-zero after quantization: "
             f"{result['quantize']['nonzero_fraction']:.1%}",
-            transform=ax.transAxes, va="top", fontsize=9)
+            transform=ax.transAxes, va="top", fontsize=10,
+            bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "none"})
 
-    top.hist(before, bins=bins, color="tab:gray", log=True)
+    top.hist(before, bins=bins, color="tab:gray", log=True,
+             label="weights trained normally")
     top.set(ylabel="count (log)", title="Soft weight sharing: 64-300-100-10 MLP, "
             "digits")
     top.tick_params(labelbottom=False)
 
     side.hist(after, bins=bins, orientation="horizontal", color="tab:blue", log=True,
-              label="retrained weights")
+              label="weights retrained with the prior")
     ws = np.linspace(low, high, 2000)
     width = bins[1] - bins[0]
     side.plot(mixture_density(reg, ws) * len(after) * width, ws, color="tab:red",
-              lw=1.0, label="learned mixture\n(scaled to counts)")
+              lw=1.0, label="learned mixture (scaled to counts)")
     side.set(xlabel="count (log)")
     side.set_xlim(left=0.5)
     side.tick_params(labelleft=False)
-    side.legend(fontsize=7, loc="lower right")
+
+    # The key, in the free top-right corner.
+    key = fig.add_subplot(grid[0, 1])
+    key.axis("off")
+    handles, labels = [], []
+    for source in (top, ax, side):
+        h, lab = source.get_legend_handles_labels()
+        handles, labels = handles + h, labels + lab
+    bands = [(Patch(color="k", alpha=0.25), "zero component: mean ± 2 sd"),
+             (Patch(color=colors[len(means) // 2], alpha=0.4),
+              "other components (a colour each): mean ± 2 sd")]
+    handles += [h for h, _ in bands]
+    labels += [lab for _, lab in bands]
+    key.legend(handles, labels, loc="center", fontsize=8, markerscale=6,
+               frameon=False)
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
 

@@ -77,7 +77,8 @@ def plot_samples(model, path, per_cluster, seed):
             ax.set_xticks([])
             ax.set_yticks([])
         axes[c, 0].set_ylabel(str(c), rotation=0, labelpad=10, fontsize=9)
-    fig.suptitle("VaDE: samples from each mixture component (rows)", fontsize=10)
+    fig.suptitle(f"VaDE: {per_cluster} digits decoded from draws of each mixture "
+                 "component (one row per component)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -99,7 +100,8 @@ def plot_latent(model, x, labels, path):
     ax.scatter(means[:, 0], means[:, 1], c=np.arange(len(means)), cmap="tab10",
                vmin=-0.5, vmax=9.5, marker="X", s=140, edgecolors="black")
     fig.colorbar(scatter, ax=ax, ticks=range(10), label="cluster")
-    ax.set_title("Held-out latent means (PCA to 2-D), X = component means")
+    ax.set(title="Held-out latent means (PCA to 2-D); X: the component means",
+           xlabel="PC 1 of the latent means", ylabel="PC 2")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

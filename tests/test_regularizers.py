@@ -2,6 +2,7 @@
 
 import doctest
 import math
+import warnings
 
 import keras
 import numpy as np
@@ -13,6 +14,7 @@ from keras_gmm import regularizers
 from keras_gmm.regularizers import (
     GMMPriorCallback,
     GMMRegularizer,
+    QuantizationWarning,
     compression_report,
     quantize,
     regularized_variables,
@@ -214,6 +216,152 @@ def test_quantize_maps_every_weight_to_a_component_mean():
 def test_quantize_without_regularized_weights_is_a_clear_error():
     with pytest.raises(ValueError, match="no variable regularized"):
         quantize(_mlp(None))
+
+
+def _two_value_prior():
+    """A fitted prior with components at 0 and 0.5 (narrow), zero weight 0.9."""
+    return GMMRegularizer(2, zero_weight=0.9, means=[0.0, 0.5],
+                          variances=[1e-4, 1e-4], mixture_weights=[0.9, 0.1])
+
+
+def _set_kernels(model, zero_share_0, zero_share_1, seed=0):
+    """Kernels whose given shares of entries lie near 0, the rest near 0.5
+    (none exactly 0); returns the number of entries set near 0."""
+    rng = np.random.default_rng(seed)
+    near_zero = 0
+    for layer, share in (("dense_0", zero_share_0), ("dense_1", zero_share_1)):
+        kernel = model.get_layer(layer).kernel
+        n = int(np.prod(kernel.shape))
+        k = round(share * n)
+        values = np.concatenate([rng.uniform(0.001, 0.01, k),
+                                 rng.uniform(0.45, 0.55, n - k)])
+        kernel.assign(rng.permutation(values).reshape(kernel.shape).astype("float32"))
+        near_zero += k
+    return near_zero
+
+
+def test_quantize_reports_what_it_zeroed():
+    reg = _two_value_prior()
+    model = _mlp(reg)  # kernels and biases regularized; biases start at 0
+    near_zero = _set_kernels(model, 0.5, 0.25)
+    n_kernel = 6 * 16 + 16 * 4
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", QuantizationWarning)
+        report = quantize(model, reg)
+    assert report["n_nonzero_before"] == n_kernel  # the zero biases are not counted
+    assert report["zeroed_fraction"] == pytest.approx(near_zero / n_kernel)
+    assert report["zeroed_layers"] == []
+    rows = {row["name"]: row for row in report["variables"]}
+    assert rows["mlp/dense_0/kernel"]["n_nonzero_before"] == 96
+    assert rows["mlp/dense_0/kernel"]["n_nonzero"] == 48
+
+
+def test_quantize_warns_when_it_zeroes_more_than_the_allowed_fraction():
+    reg = _two_value_prior()
+    model = _mlp(reg)
+    near_zero = _set_kernels(model, 0.9, 0.3)
+    fraction = near_zero / (6 * 16 + 16 * 4)
+    assert 0.6 < fraction < 0.99
+    with pytest.warns(QuantizationWarning,
+                      match=r"non-zero weights \(more than max_zeroed_fraction=0.6\)"):
+        report = quantize(model, reg, max_zeroed_fraction=0.6)
+    assert report["zeroed_fraction"] == pytest.approx(fraction)
+    assert report["zeroed_layers"] == []
+
+
+def test_quantize_warns_when_a_whole_layer_becomes_zero():
+    reg = _two_value_prior()
+    model = _mlp(reg)
+    _set_kernels(model, 0.2, 1.0)  # every dense_1 kernel entry near 0
+    with pytest.warns(QuantizationWarning,
+                      match="every regularized weight of layer.*'mlp/dense_1'") as record:
+        report = quantize(model, reg)
+    (warning,) = record
+    assert "more than max_zeroed_fraction" not in str(warning.message)
+    assert report["zeroed_layers"] == ["mlp/dense_1"]
+    assert not np.any(model.get_layer("dense_1").kernel.numpy())
+    # check="ignore": the same snapping, silently.
+    model = _mlp(reg)
+    _set_kernels(model, 0.2, 1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", QuantizationWarning)
+        assert quantize(model, reg, check="ignore")["zeroed_layers"] == ["mlp/dense_1"]
+
+
+def test_quantize_refuses_with_check_raise_and_changes_nothing():
+    reg = _two_value_prior()
+    model = _mlp(reg)
+    _set_kernels(model, 0.2, 1.0)
+    before = [w.copy() for w in model.get_weights()]
+    with pytest.raises(ValueError, match="would set every regularized weight of "
+                       r"layer.*no weight was changed"):
+        quantize(model, reg, check="raise")
+    for old, new in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(old, new)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"max_zeroed_fraction": 1.5}, "max_zeroed_fraction"),
+    ({"max_zeroed_fraction": "all"}, "max_zeroed_fraction"),
+    ({"check": "loud"}, r"`check` must be one of \('warn', 'raise', 'ignore'\)"),
+])
+def test_quantize_bad_arguments(kwargs, match):
+    reg = _two_value_prior()
+    with pytest.raises(ValueError, match=match):
+        quantize(_mlp(reg), reg, **kwargs)
+
+
+def _digits_mlp(epochs):
+    """The README's soft-weight-sharing MLP trained ``epochs`` epochs;
+    ``(model, regularizer, test accuracy)``."""
+    keras.utils.set_random_seed(0)
+    x, y = keras_gmm.datasets.load_digits("train")
+    reg = GMMRegularizer(num_components=8, strength=1e-5)
+    model = keras.Sequential([
+        keras.Input((64,)),
+        keras.layers.Dense(100, activation="relu", kernel_regularizer=reg),
+        keras.layers.Dense(10, activation="softmax", kernel_regularizer=reg),
+    ])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=epochs, batch_size=64, verbose=0, callbacks=[reg.callback()])
+    return model, reg
+
+
+def _digits_accuracy(model):
+    x, y = keras_gmm.datasets.load_digits("test")
+    return float(np.mean(np.argmax(model(x, training=False), axis=-1) == y))
+
+
+def test_quantize_of_a_barely_trained_prior_warns_or_refuses():
+    # After one epoch the zero component claims every weight: quantizing
+    # would make the network's output constant (chance accuracy).
+    model, reg = _digits_mlp(epochs=1)
+    weights = [w.copy() for w in model.get_weights()]
+    with pytest.raises(ValueError, match="would set every regularized weight"):
+        quantize(model, reg, check="raise")
+    for old, new in zip(weights, model.get_weights()):
+        np.testing.assert_array_equal(old, new)
+    before = _digits_accuracy(model)
+    with pytest.warns(QuantizationWarning, match="too few epochs") as record:
+        report = quantize(model, reg)
+    (warning,) = record
+    message = str(warning.message)
+    assert "max_zeroed_fraction=0.99" in message and "check='ignore'" in message
+    assert len(report["zeroed_layers"]) == 2
+    assert report["zeroed_fraction"] > 0.99 and report["n_nonzero"] == 0
+    assert _digits_accuracy(model) < min(before, 0.25)
+
+
+def test_quantize_of_a_trained_prior_is_silent():
+    model, reg = _digits_mlp(epochs=20)
+    before = _digits_accuracy(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", QuantizationWarning)
+        report = quantize(model, reg)
+    assert report["zeroed_layers"] == []
+    assert 0.3 < report["zeroed_fraction"] < 0.99  # most weights pruned, not all
+    after = _digits_accuracy(model)
+    assert before > 0.9 and after > before - 0.05
 
 
 # -------------------------------------------------------------- compression

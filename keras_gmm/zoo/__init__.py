@@ -33,6 +33,7 @@ card ``saved_models/<name>/metadata.json``, then ``keras-gmm zoo train <name>
 
 import math
 
+from keras_gmm._validation import check_one_of
 from keras_gmm.zoo._files import (
     ZOO_DIR_ENV,
     ChecksumMismatchError,
@@ -40,6 +41,7 @@ from keras_gmm.zoo._files import (
     ZooError,
     ZooFileNotFoundError,
     ZooMetadataError,
+    default_output_dir,
     model_dir,
     read_metadata,
     sha256_file,
@@ -64,6 +66,7 @@ __all__ = [
     "ZooFileNotFoundError",
     "ZooMetadataError",
     "check_metrics",
+    "default_output_dir",
     "evaluate",
     "example_inputs",
     "info",
@@ -134,26 +137,40 @@ def load(name, root=None, sha256=None):
     return _recipe.load_model(path)
 
 
-def train(name, output_dir, **options):
+def train(name, output_dir=None, verbose=1, **options):
     """Retrain zoo model ``name`` with its recipe; write it into ``output_dir``.
 
     Writes ``output_dir/model.keras`` and ``output_dir/metadata.json``: the
     shipped card (description, dataset, metric definitions, settings tried)
     with what this run set and measured, and returns the metadata. With the
-    recipe's defaults and ``output_dir="saved_models/<name>"`` it reproduces
-    the shipped model.
+    recipe's defaults and ``output_dir="saved_models/<name>"`` (from the
+    repository root) it reproduces the shipped model, in place.
 
     Args:
         name: a registered zoo model name.
-        output_dir: folder to write into (created if needed).
-        **options: recipe options, e.g. ``seed=0``, ``epochs=...``,
-            ``verbose=1`` (see the recipe's ``train``).
+        output_dir: folder to write into (created if needed). ``None``
+            (default): a new folder in the current directory,
+            :func:`default_output_dir` (``./NAME``, else ``./NAME-2``, ...),
+            never the zoo's shipped files.
+        verbose: progress, on stdout: 0 silent; 1 (default) Keras' progress
+            bars for the saved model's epochs (as ``keras.Model.fit``) and
+            one line per phase, restart and seed of the recipe; 2 the same
+            with one line per epoch (for logs; what ``keras-gmm zoo train``
+            uses).
+        **options: recipe options, e.g. ``seed=0``, ``epochs=...`` (see the
+            recipe's ``train``).
     """
+    verbose = check_one_of(verbose, "verbose", (0, 1, 2),
+                           hint="0 silent, 1 progress bars, 2 one line per epoch")
+    card = read_metadata(check_name(name))  # checked before any training
     recipe = get_recipe(name)
-    card = read_metadata(name)  # checked before any training
     from keras_gmm.zoo import _recipe
 
-    model, record = recipe.train(**options)
+    if output_dir is None:
+        output_dir = default_output_dir(name)
+        if verbose:
+            print(f"{name}: writing into {output_dir} (a new folder)", flush=True)
+    model, record = recipe.train(verbose=verbose, **options)
     return _recipe.save(model, output_dir, card, record)
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "InvalidModelFileError",
     "zoo_root",
     "model_dir",
+    "default_output_dir",
     "sha256_file",
     "train_command",
     "read_metadata",
@@ -87,6 +88,18 @@ def zoo_root(root=None):
 def model_dir(name, root=None):
     """``<zoo root>/<name>``: the folder of one zoo model."""
     return zoo_root(root) / name
+
+
+def default_output_dir(name, cwd=None):
+    """Where a retrained zoo model goes by default: a new folder in the
+    current directory (``cwd``), ``NAME``, else ``NAME-2``, ``NAME-3``, ...:
+    never an existing folder, so never the zoo's shipped files."""
+    cwd = Path.cwd() if cwd is None else Path(cwd)
+    candidate, n = cwd / name, 1
+    while os.path.lexists(candidate):
+        n += 1
+        candidate = cwd / f"{name}-{n}"
+    return candidate
 
 
 def sha256_file(path, chunk_size=1 << 20):

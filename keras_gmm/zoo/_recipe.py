@@ -47,8 +47,36 @@ def find_layer(model, cls):
 
 
 def predict(model, x, batch_size=EVAL_BATCH_SIZE):
-    """``model.predict(x)`` as a NumPy array, quietly."""
-    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
+    """The outputs of ``model`` on ``x`` as NumPy arrays (the structure the
+    model returns: an array, a list, a dict), computed eagerly, ``batch_size``
+    rows at a time: ``model(batch, training=False)``.
+
+    Not ``model.predict``: it traces a new ``tf.function`` for every model
+    and for every new batch shape, and TensorFlow counts those traces
+    together for all Keras models (one code object), so evaluating or
+    training the zoo's models one after another logged "triggered
+    tf.function retracing" warnings. An eager call traces nothing and gives
+    the same numbers.
+    """
+    x = np.asarray(x)
+    parts = [model(x[i:i + batch_size], training=False)
+             for i in range(0, max(len(x), 1), batch_size)]
+    def join(*tensors):
+        return np.concatenate([keras.ops.convert_to_numpy(t) for t in tensors])
+
+    return keras.tree.map_structure(join, *parts)
+
+
+def say(verbose, name, message):
+    """One line of a recipe's progress (a phase, a restart, a seed, a
+    result), ``"NAME: message"`` on stdout, when ``verbose``."""
+    if verbose:
+        print(f"{name}: {message}", flush=True)
+
+
+def count(n, noun):
+    """``"1 epoch"``, ``"3 epochs"``: ``n`` and ``noun``, plural unless one."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def steps_per_epoch(n, batch_size):

@@ -77,8 +77,7 @@ def train_dagmm(x_train, epochs, seed=0, verbose=0, batch_size=BATCH_SIZE):
         history = model.fit(x_train, epochs=epochs, batch_size=batch_size, shuffle=True,
                             verbose=verbose)
     layer = _recipe.find_layer(model, GMMEnergy)
-    z, gamma = keras.Model(model.inputs, layer.input).predict(x_train, verbose=0,
-                                                              batch_size=1024)
+    z, gamma = _recipe.predict(keras.Model(model.input, layer.input), x_train)
     layer.fit_mixture(z, gamma)
     return model, history
 
@@ -169,15 +168,19 @@ def train(seed=DEFAULTS["seed"], epochs=DEFAULTS["epochs"],
     start = time.perf_counter()
     seeds = [seed + i for i in range(candidates)]
     ours, val_auroc, best = {}, {}, None
-    for candidate in seeds:
+    for i, candidate in enumerate(seeds, 1):
+        _recipe.say(verbose, NAME, f"candidate {i}/{candidates}: training a DAGMM on "
+                    f"the {len(x_train)} benign train rows, seed {candidate}, "
+                    f"{_recipe.count(epochs, 'epoch')}")
         model, history, ours[candidate], val_auroc[candidate] = _fit_and_score(
             *splits, epochs, candidate, verbose)
         if best is None or val_auroc[candidate] > val_auroc[best[0]]:
             best = (candidate, model, history)
-        if verbose:
-            print(f"seed {candidate}: validation AUROC {val_auroc[candidate]:.4f}")
+        _recipe.say(verbose, NAME, f"candidate {i}/{candidates}: validation AUROC "
+                    f"{val_auroc[candidate]:.4f}")
     selected, model, history = best
     seconds = time.perf_counter() - start
+    _recipe.say(verbose, NAME, f"kept seed {selected} (the best validation AUROC)")
     measured = evaluate(model)
     if any(abs(measured[key] - value) > 1e-9 for key, value in ours[selected].items()):
         raise RuntimeError("evaluate() disagrees with the training's test scores.")
@@ -195,6 +198,8 @@ def train(seed=DEFAULTS["seed"], epochs=DEFAULTS["epochs"],
     }
     record_metrics = dict(measured)
     if baselines:
+        _recipe.say(verbose, NAME, f"baselines on the same {len(seeds)} seeds: the "
+                    "untrained control and scikit-learn's detectors")
         control, sklearn = {}, {}
         for other in seeds:
             control[other] = _fit_and_score(*splits, 0, other, 0)[2]

@@ -17,6 +17,7 @@ from keras_gmm._validation import check_one_of, check_positive_int, check_seed
 from keras_gmm.layers import GMMConv2D
 from keras_gmm.zoo import _recipe
 
+NAME = "gmmconv_digits"
 KERNEL_SIZE = 5
 FILTERS = (32, 64)
 NUM_COMPONENTS = 8
@@ -97,20 +98,26 @@ def train(seed=DEFAULTS["seed"], epochs=DEFAULTS["epochs"], verbose=0,
     batch_size = DEFAULTS["batch_size"]
     steps = epochs * _recipe.steps_per_epoch(len(x_train), batch_size)
     runs, counts = {kind: {} for kind in CONV_KINDS}, {}
-    for run_seed in seeds:
-        for kind in CONV_KINDS:
-            fitted = build(seed=run_seed, conv=kind, steps=steps)
-            start = time.perf_counter()
-            history = fitted.fit(x_train, y_train, batch_size=batch_size,
-                                 epochs=epochs, shuffle=True,
-                                 verbose=verbose if run_seed == seed else 0)
-            seconds = time.perf_counter() - start
-            runs[kind][str(run_seed)] = {**evaluate(fitted),
-                                         "seconds": round(seconds, 1)}
-            counts[kind] = {"convolution": conv_parameters(fitted),
-                            "total": int(fitted.count_params())}
-            if kind == "GMMConv2D" and run_seed == seed:
-                model, model_history, model_seconds = fitted, history, seconds
+    plan = [(run_seed, kind) for run_seed in seeds for kind in CONV_KINDS]
+    for i, (run_seed, kind) in enumerate(plan, 1):
+        main = run_seed == seed
+        _recipe.say(verbose, NAME, f"run {i}/{len(plan)}: the CNN with {kind}, seed "
+                    f"{run_seed}, {_recipe.count(epochs, 'epoch')}"
+                    + ("" if main else " (for the recorded spread; epochs not shown)"))
+        fitted = build(seed=run_seed, conv=kind, steps=steps)
+        start = time.perf_counter()
+        history = fitted.fit(x_train, y_train, batch_size=batch_size,
+                             epochs=epochs, shuffle=True,
+                             verbose=verbose if main else 0)
+        seconds = time.perf_counter() - start
+        runs[kind][str(run_seed)] = {**evaluate(fitted),
+                                     "seconds": round(seconds, 1)}
+        _recipe.say(verbose, NAME, f"run {i}/{len(plan)} done in {seconds:.0f} s: "
+                    f"test accuracy {runs[kind][str(run_seed)]['accuracy']:.4f}")
+        counts[kind] = {"convolution": conv_parameters(fitted),
+                        "total": int(fitted.count_params())}
+        if kind == "GMMConv2D" and main:
+            model, model_history, model_seconds = fitted, history, seconds
 
     comparison = {"split": "test", "seeds": seeds}
     for kind in CONV_KINDS:

@@ -20,6 +20,7 @@ from keras_gmm._validation import check_positive_int, check_seed
 from keras_gmm.regularizers import GMMRegularizer, compression_report, quantize
 from keras_gmm.zoo import _recipe
 
+NAME = "soft_weight_sharing_digits"
 HIDDEN_UNITS = (300, 100)
 NUM_COMPONENTS = 16
 ZERO_WEIGHT = 0.99
@@ -137,16 +138,29 @@ def run(seed=DEFAULTS["seed"], epochs=DEFAULTS["epochs"],
     if x_eval is None:
         x_eval, y_eval = datasets.load_digits("test")
     start = time.perf_counter()
+    _recipe.say(verbose, NAME, f"seed {seed}, step 1/3: training the MLP normally, "
+                f"{_recipe.count(pretrain_epochs, 'epoch')}")
     pretrained = build(seed=seed)
     pretrained.fit(x, y, batch_size=DEFAULTS["batch_size"], epochs=pretrain_epochs,
                    shuffle=True, verbose=verbose)
     pretrain_seconds = time.perf_counter() - start
+    _recipe.say(verbose, NAME, f"seed {seed}, step 2/3: retraining it under the "
+                f"GMMRegularizer prior ({NUM_COMPONENTS} components, re-estimated "
+                f"every {DEFAULTS['update_every']} batches), "
+                f"{_recipe.count(epochs, 'epoch')}")
     model, regularizer, callback = retrain(pretrained, x, y, seed=seed, epochs=epochs,
                                            verbose=verbose)
     retrain_seconds = time.perf_counter() - start - pretrain_seconds
     weights_retrained = np.concatenate([np.ravel(w) for w in model.get_weights()])
     accuracy_retrained = accuracy(model, x_eval, y_eval)
     report = quantize(model, regularizer)
+    accuracy_pretrained = accuracy(pretrained, x_eval, y_eval)
+    accuracy_quantized = accuracy(model, x_eval, y_eval)
+    _recipe.say(verbose, NAME, f"seed {seed}, step 3/3: quantized: "
+                f"{report['nonzero_fraction']:.1%} of the weights non-zero, "
+                f"{report['n_distinct']} distinct values; accuracy "
+                f"{accuracy_pretrained:.4f} (step 1) -> {accuracy_retrained:.4f} "
+                f"(step 2) -> {accuracy_quantized:.4f} (quantized)")
     return {
         "pretrained": pretrained,
         "model": model,
@@ -156,9 +170,9 @@ def run(seed=DEFAULTS["seed"], epochs=DEFAULTS["epochs"],
         "weights_retrained": weights_retrained,
         "quantize": report,
         "compression": compression_report(model),
-        "accuracy_pretrained": accuracy(pretrained, x_eval, y_eval),
+        "accuracy_pretrained": accuracy_pretrained,
         "accuracy_retrained": accuracy_retrained,
-        "accuracy_quantized": accuracy(model, x_eval, y_eval),
+        "accuracy_quantized": accuracy_quantized,
         "em_updates": len(callback.history),
         "seconds": {"pretrain": round(pretrain_seconds, 1),
                     "retrain": round(retrain_seconds, 1)},
@@ -193,9 +207,14 @@ def train(seed=DEFAULTS["seed"], epochs=DEFAULTS["epochs"],
     model, reg = result["model"], result["regularizer"]
     measured = evaluate(model)
     per_seed = {str(seed): _figures(result)}
-    for other in range(seed + 1, seed + num_seeds):
-        per_seed[str(other)] = _figures(
-            run(seed=other, epochs=epochs, pretrain_epochs=pretrain_epochs))
+    for i, other in enumerate(range(seed + 1, seed + num_seeds), 2):
+        _recipe.say(verbose, NAME, f"seed {other} ({i}/{num_seeds}), for the recorded "
+                    "spread: the three steps again (epochs not shown)")
+        figures = _figures(run(seed=other, epochs=epochs,
+                               pretrain_epochs=pretrain_epochs))
+        per_seed[str(other)] = figures
+        _recipe.say(verbose, NAME, f"seed {other}: {figures['nonzero_fraction']:.1%} "
+                    f"non-zero, accuracy {figures['accuracy_quantized']:.4f} quantized")
     spread = {key: {"mean": float(np.mean([f[key] for f in per_seed.values()])),
                     "std": float(np.std([f[key] for f in per_seed.values()]))}
               for key in per_seed[str(seed)]}

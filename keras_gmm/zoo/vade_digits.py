@@ -23,6 +23,7 @@ from keras_gmm._validation import check_positive_int, check_seed
 from keras_gmm.layers import GaussianMixtureEM, GMMPriorSampling
 from keras_gmm.zoo import _recipe
 
+NAME = "vade_digits"
 NUM_COMPONENTS = 10
 LATENT_DIM = 10
 HIDDEN = (256, 256)
@@ -140,7 +141,7 @@ def negative_elbo(model, x, samples=ELBO_SAMPLES, seed=0):
     seeded by ``seed``) plus the prior layer's closed-form VaDE KL."""
     prior, decoder = prior_of(model), decoder_of(model)
     x = np.asarray(x, np.float32)
-    z_mean, z_log_var = encoder_of(model).predict(x, batch_size=1024, verbose=0)
+    z_mean, z_log_var = _recipe.predict(encoder_of(model), x)
     kl = np.asarray(prior.kl_divergence(z_mean, z_log_var))
     rng = np.random.default_rng(seed)
     nll = np.zeros(len(x), np.float64)
@@ -156,11 +157,13 @@ def restart_seed(seed, restart):
     return int(seed) + RESTART_SEED_STRIDE * int(restart)
 
 
-def fit_once(seed, epochs, pretrain_epochs, verbose=0, x_train=None):
+def fit_once(seed, epochs, pretrain_epochs, verbose=0, x_train=None, phases=None):
     """One model trained from scratch on ``x_train`` (default: "train"; no
     labels). Returns ``(model, info)``: the model (clusters not yet named)
     and its figures, with the EM fitted on the pre-trained latent as
-    ``info["em"]``."""
+    ``info["em"]``. ``verbose``: Keras' for the two fits; ``phases``: a line
+    per phase (default: when ``verbose``)."""
+    phases = bool(verbose) if phases is None else phases
     if x_train is None:
         x_train = datasets.load_digits("train")[0]
     x_train = np.asarray(x_train, np.float32)
@@ -176,15 +179,19 @@ def fit_once(seed, epochs, pretrain_epochs, verbose=0, x_train=None):
         inputs, decoder(vade.get_layer("z_mean")(vade.get_layer("encoder")(noisy))))
     autoencoder.compile(keras.optimizers.Adam(PRETRAIN_LEARNING_RATE),
                         loss=reconstruction_nll)
+    _recipe.say(phases, NAME, f"seed {seed}, phase 1/3: the denoising autoencoder, "
+                f"{_recipe.count(pretrain_epochs, 'epoch')}")
     start = time.perf_counter()
     pre = autoencoder.fit(x_train, x_train, batch_size=BATCH_SIZE,
                           epochs=pretrain_epochs, verbose=fit_verbose)
     seconds["pretrain"] = round(time.perf_counter() - start, 1)
 
     # 2. The prior from a diag GMM fitted by EM on the encoder means.
+    _recipe.say(phases, NAME, f"seed {seed}, phase 2/3: the prior from EM on the "
+                "encoder means")
     start = time.perf_counter()
     em = GaussianMixtureEM(NUM_COMPONENTS, seed=seed, **EM)
-    em.fit(encoder_of(model).predict(x_train, batch_size=1024, verbose=0)[0], verbose=0)
+    em.fit(_recipe.predict(encoder_of(model), x_train)[0], verbose=0)
     prior.initialize_from(em)
     seconds["em"] = round(time.perf_counter() - start, 1)
 
@@ -193,6 +200,8 @@ def fit_once(seed, epochs, pretrain_epochs, verbose=0, x_train=None):
     schedule = keras.optimizers.schedules.CosineDecay(LEARNING_RATE, steps,
                                                       alpha=LR_FLOOR)
     vade.compile(keras.optimizers.Adam(schedule), loss={"images": reconstruction_nll})
+    _recipe.say(phases, NAME, f"seed {seed}, phase 3/3: the ELBO, "
+                f"{_recipe.count(epochs, 'epoch')}")
     start = time.perf_counter()
     history = vade.fit(x_train, {"images": x_train}, batch_size=BATCH_SIZE,
                        epochs=epochs, verbose=fit_verbose)
@@ -207,12 +216,16 @@ def fit_once(seed, epochs, pretrain_epochs, verbose=0, x_train=None):
     }
 
 
-def _fit_candidates(seed, epochs, pretrain_epochs, verbose, restarts, x_train):
+def _fit_candidates(seed, epochs, pretrain_epochs, verbose, restarts, x_train,
+                    phases=None):
     """``[(model, info)]`` of every restart, with its collapse check on ``x_train``."""
+    phases = bool(verbose) if phases is None else phases
     candidates = []
     for r in range(restarts):
+        _recipe.say(phases, NAME, f"restart {r + 1}/{restarts} (seed "
+                    f"{restart_seed(seed, r)})")
         model, info = fit_once(restart_seed(seed, r), epochs, pretrain_epochs, verbose,
-                               x_train=x_train)
+                               x_train=x_train, phases=phases)
         labels = predict_clusters(model, x_train)
         counts = np.bincount(labels, minlength=NUM_COMPONENTS)
         info.update(seed=restart_seed(seed, r), restart=r,
@@ -223,6 +236,9 @@ def _fit_candidates(seed, epochs, pretrain_epochs, verbose, restarts, x_train):
         except CollapseError:
             info["collapsed"] = True
         candidates.append((model, info))
+        _recipe.say(phases, NAME, f"restart {r + 1}/{restarts}: training negative "
+                    f"ELBO {info['negative_elbo']:.2f} nats per image"
+                    + (", collapsed" if info["collapsed"] else ""))
     return candidates
 
 
@@ -293,22 +309,29 @@ def train(seed=DEFAULTS["seed"], epochs=DEFAULTS["epochs"],
     start = time.perf_counter()
     seeds = [seed + i for i in range(num_seeds)]
     runs, init_scores, infos, first, every = {}, {}, {}, {}, {}
-    for s in seeds:
-        candidates = _fit_candidates(s, epochs, pretrain_epochs, verbose, restarts,
-                                     x_train)
+    for i, s in enumerate(seeds, 1):
+        role = ("the saved model" if s == seed
+                else "for the recorded spread; epochs not shown")
+        _recipe.say(verbose, NAME, f"seed {s} ({i}/{num_seeds}, {role}): "
+                    f"{_recipe.count(restarts, 'restart')}, each autoencoder -> EM "
+                    "-> ELBO; the lowest ELBO kept")
+        candidates = _fit_candidates(s, epochs, pretrain_epochs,
+                                     verbose if s == seed else 0, restarts, x_train,
+                                     phases=bool(verbose))
         for candidate, info in candidates:  # for the record only
             every[info["seed"]] = _recipe.cluster_scores(
                 y_test, predict_clusters(candidate, x_test))
         first[s] = every[candidates[0][1]["seed"]]
         trained, infos[s] = _select(candidates)
         del candidates
-        test_means = encoder_of(trained).predict(x_test, batch_size=1024, verbose=0)[0]
+        test_means = _recipe.predict(encoder_of(trained), x_test)[0]
         init_scores[s] = _recipe.cluster_scores(
             y_test, infos[s].pop("em").predict(test_means))
         runs[s] = _recipe.cluster_scores(y_test, predict_clusters(trained, x_test))
-        if verbose:
-            print(f"seed {s}: restart {infos[s]['restart']} kept: {runs[s]} (EM on the "
-                  f"pre-trained latent: {init_scores[s]})", flush=True)
+        _recipe.say(verbose, NAME, f"seed {s}: restart {infos[s]['restart'] + 1} kept: "
+                    f"test clustering accuracy {runs[s]['clustering_accuracy']:.4f} "
+                    "(EM on the pre-trained latent: "
+                    f"{init_scores[s]['clustering_accuracy']:.4f})")
         if s == seed:
             train_labels = predict_clusters(trained, x_train)
             model = _uncompiled_copy(trained, seed)
@@ -325,6 +348,8 @@ def train(seed=DEFAULTS["seed"], epochs=DEFAULTS["epochs"],
     comparison = {"split": "test", "seeds": seeds, **summary}
     metrics = evaluate(model)
     if baselines:
+        _recipe.say(verbose, NAME, f"baselines on the same {len(seeds)} seeds: "
+                    "scikit-learn's KMeans and GaussianMixture on PCA features")
         others = _recipe.digits_baselines(x_train, x_test, y_test, seeds, {
             f"sklearn.mixture.GaussianMixture(10, covariance_type='diag', n_init=10) "
             f"on PCA({LATENT_DIM}) features (the latent size and covariance type of "

@@ -2,6 +2,7 @@
 
 import importlib
 import json
+import logging
 import math
 import re
 import shutil
@@ -133,6 +134,34 @@ def test_loaded_model_reproduces_recorded_metrics(name, loaded):
     for row in rows:
         assert row["ok"], row
         assert abs(row["measured"] - row["recorded"]) <= row["tolerance"]
+
+
+class _RetracingLog(logging.Handler):
+    """Collects TensorFlow's "triggered tf.function retracing" warnings."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages = []
+
+    def emit(self, record):
+        if "retracing" in record.getMessage():
+            self.messages.append(record.getMessage())
+
+
+def test_evaluating_every_model_traces_no_predict_function():
+    # Evaluating the models one after another used model.predict, which
+    # traces a new tf.function per model and per batch shape, all counted
+    # together by TensorFlow: the demo logged retracing warnings.
+    log, logger = _RetracingLog(), logging.getLogger("tensorflow")
+    logger.addHandler(log)
+    try:
+        for name in NAMES:
+            model = keras_gmm.zoo.load(name)  # a fresh model each
+            keras_gmm.zoo.evaluate(name, model)
+            assert getattr(model, "predict_function", None) is None, name
+    finally:
+        logger.removeHandler(log)
+    assert log.messages == []
 
 
 def test_mdn_inverse_sine_takes_raw_inputs_and_is_compiled(loaded):
@@ -310,10 +339,11 @@ def test_zoo_root_resolution(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------- training
-def test_train_tiny_writes_loadable_model(tmp_path):
+def test_train_tiny_writes_loadable_model(tmp_path, capsys):
     name = "mdn_inverse_sine"
     out = tmp_path / name
-    meta = keras_gmm.zoo.train(name, output_dir=out, epochs=1, seed=3)
+    meta = keras_gmm.zoo.train(name, output_dir=out, epochs=1, seed=3, verbose=0)
+    assert capsys.readouterr().out == ""  # verbose=0: silent
     assert sorted(p.name for p in out.iterdir()) == ["metadata.json", "model.keras"]
     assert json.loads((out / "metadata.json").read_text()) == meta
     assert meta["sha256"] == _files.sha256_file(out / "model.keras")
@@ -340,7 +370,44 @@ def test_train_tiny_writes_loadable_model(tmp_path):
     assert measured["nll_per_sample"] < 0.0
 
 
+def test_train_shows_progress_and_writes_a_new_folder_by_default(
+        tmp_path, monkeypatch, capsys):
+    name = "mdn_inverse_sine"
+    shipped = keras_gmm.zoo.model_dir(name)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / name).mkdir()  # taken: the default is the next free name
+    assert keras_gmm.zoo.default_output_dir(name) == tmp_path / f"{name}-2"
+    meta = keras_gmm.zoo.train(name, epochs=1, seed=3)
+    out = capsys.readouterr().out
+    written = tmp_path / f"{name}-2"
+    assert sorted(p.name for p in written.iterdir()) == ["metadata.json", "model.keras"]
+    assert meta["sha256"] == _files.sha256_file(written / "model.keras")
+    assert not any((tmp_path / name).iterdir())
+    # The shipped files are untouched.
+    assert keras_gmm.zoo.verify(name) == shipped / "model.keras"
+    # Progress by default: where it writes, the phase, Keras' epochs, the result.
+    lines = out.splitlines()
+    assert f"{name}: writing into {written} (a new folder)" in lines
+    assert any(line.startswith(f"{name}: training the MDN: 1 epoch of")
+               for line in lines)
+    assert re.search(r"step - loss: -?\d", out)  # Keras' progress bar
+    assert re.search(rf"^{name}: trained in \d+ s: test NLL -?\d", out, re.MULTILINE)
+
+
+def test_default_output_dir_is_a_new_folder(tmp_path):
+    assert keras_gmm.zoo.default_output_dir("em_digits", tmp_path) == (
+        tmp_path / "em_digits")
+    (tmp_path / "em_digits").mkdir()
+    (tmp_path / "em_digits-2").write_text("")  # a file takes the name too
+    assert keras_gmm.zoo.default_output_dir("em_digits", tmp_path) == (
+        tmp_path / "em_digits-3")
+
+
 def test_train_rejects_bad_options(tmp_path):
+    for verbose in (3, "auto", True):
+        with pytest.raises(ValueError, match="`verbose` must be one of"):
+            keras_gmm.zoo.train("mdn_inverse_sine", output_dir=tmp_path,
+                                verbose=verbose)
     with pytest.raises(ValueError, match="epochs"):
         keras_gmm.zoo.train("mdn_inverse_sine", output_dir=tmp_path, epochs=0)
     with pytest.raises(ValueError, match="seed"):

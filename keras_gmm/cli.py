@@ -402,16 +402,6 @@ def _check_writable_dir(path, what):
     return path
 
 
-def _default_output_dir(name, cwd=None):
-    """A new folder in the current directory: ``NAME``, else ``NAME-2``, ..."""
-    cwd = Path.cwd() if cwd is None else Path(cwd)
-    candidate, n = cwd / name, 1
-    while os.path.lexists(candidate):
-        n += 1
-        candidate = cwd / f"{name}-{n}"
-    return candidate
-
-
 # ---------------------------------------------------------------- commands
 def _shorten(text, width):
     """``text`` cut at a word boundary to at most ``width`` characters."""
@@ -528,7 +518,7 @@ def _cmd_zoo_train(args, out):
     name = _check_name(args.name)
     zoo.info(name)  # its metadata card must be readable
     if args.output_dir is None:
-        output_dir = _default_output_dir(name)
+        output_dir = zoo.default_output_dir(name)
     else:
         output_dir = Path(args.output_dir)
     _check_writable_dir(output_dir, "--output-dir")
@@ -644,7 +634,11 @@ def _export_check(model, x):
     import numpy as np
     import tensorflow as tf
 
-    expected = model.predict(x, verbose=0)
+    from keras_gmm.zoo import _recipe
+
+    # Eager, batched: model.predict would trace one more tf.function per
+    # model, and TensorFlow warns about retracing after a few of them.
+    expected = _recipe.predict(model, x)
     with tempfile.TemporaryDirectory(prefix="keras_gmm_demo_") as tmp:
         path = keras_gmm.export_saved_model(model, tmp, version=1)
         loaded = tf.saved_model.load(str(path))

@@ -341,7 +341,7 @@ def test_train_defaults_to_a_new_folder_here_with_progress(tmp_path, monkeypatch
     assert main(["zoo", "train", NAME, "--quiet"]) == 0
     assert calls[0]["output_dir"] == tmp_path / f"{NAME}-3"
     shipped = keras_gmm.zoo.model_dir(NAME)
-    assert cli._default_output_dir(NAME, cwd=shipped.parent) != shipped
+    assert keras_gmm.zoo.default_output_dir(NAME, cwd=shipped.parent) != shipped
     assert f"into {tmp_path / NAME}-3" in capsys.readouterr().out
 
 

@@ -4,11 +4,18 @@ The public API:
 
 - :class:`MixtureDensityHead` and :class:`GMMNegLogLik`: mixture density
   networks trained by negative log-likelihood.
+- :class:`GaussianMixtureEM` and :class:`BayesianGaussianMixtureEM`:
+  mixtures fitted by (variational) EM, compiled, streamed and distributed;
+  :mod:`keras_gmm.sklearn` wraps them as scikit-learn estimators.
 - :class:`GMMConv2D`: convolutions whose kernels are Gaussian mixtures.
 - :class:`GMMPriorSampling`: a VAE latent with a learnable Gaussian-mixture
   prior (VaDE): deep clustering and generation.
 - :class:`GMMEnergy`: DAGMM's sample energy -log p(z) under a mixture
   estimated from soft memberships (deep anomaly detection).
+- :class:`GaussianMixtureClassifier` and :class:`GMMClassificationLoss`: a
+  classifier whose features are one Gaussian per class, trained with the
+  large-margin Gaussian mixture (L-GM) loss; the feature likelihood is an
+  out-of-distribution score.
 - :class:`GMMRegularizer`: a learned Gaussian-mixture prior on weights (soft
   weight sharing); :mod:`keras_gmm.regularizers` quantizes and reports the
   compression.
@@ -61,11 +68,14 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 
 __all__ = [
+    "BayesianGaussianMixtureEM",
+    "GMMClassificationLoss",
     "GMMConv2D",
     "GMMEnergy",
     "GMMNegLogLik",
     "GMMPriorSampling",
     "GMMRegularizer",
+    "GaussianMixtureClassifier",
     "GaussianMixtureEM",
     "MixtureDensityHead",
     "datasets",
@@ -80,11 +90,14 @@ __all__ = [
 
 #: public class or function -> the module that defines it.
 _PUBLIC_OBJECTS = {
+    "BayesianGaussianMixtureEM": "keras_gmm.layers",
     "GMMConv2D": "keras_gmm.layers",
     "GMMEnergy": "keras_gmm.layers",
     "GMMPriorSampling": "keras_gmm.layers",
+    "GaussianMixtureClassifier": "keras_gmm.layers",
     "GaussianMixtureEM": "keras_gmm.layers",
     "MixtureDensityHead": "keras_gmm.layers",
+    "GMMClassificationLoss": "keras_gmm.losses",
     "GMMNegLogLik": "keras_gmm.losses",
     "GMMRegularizer": "keras_gmm.regularizers",
     "export_saved_model": "keras_gmm.export",
@@ -167,13 +180,15 @@ if TYPE_CHECKING:  # static analysers and IDEs see the names
     from keras_gmm import datasets, metrics, mixture, ops, regularizers, zoo
     from keras_gmm.export import export_saved_model
     from keras_gmm.layers import (
+        BayesianGaussianMixtureEM,
+        GaussianMixtureClassifier,
         GaussianMixtureEM,
         GMMConv2D,
         GMMEnergy,
         GMMPriorSampling,
         MixtureDensityHead,
     )
-    from keras_gmm.losses import GMMNegLogLik
+    from keras_gmm.losses import GMMClassificationLoss, GMMNegLogLik
     from keras_gmm.regularizers import GMMRegularizer
 elif not _is_command():
     _import_public_api()

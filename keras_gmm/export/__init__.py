@@ -67,6 +67,15 @@ For :class:`keras_gmm.GMMEnergy` (DAGMM's anomaly score) they are:
   finite**: a NaN or inf input row scores NaN or inf and is flagged anomalous,
   never normal (:func:`keras_gmm.export.gmm_energy.is_anomaly`).
 
+For :class:`keras_gmm.GaussianMixtureClassifier` (a classifier whose
+features are one Gaussian per class, L-GM) it is:
+
+- :data:`LOG_LIKELIHOOD` (``"log_likelihood"``): the model's inputs in,
+  ``log_likelihood [b]`` out: ``log p(f)``, the log-likelihood of the
+  features the classifier sees under its class mixture, an
+  out-of-distribution score (lower = less like the training data; NaN for
+  a row that gives NaN features), whatever the layer's ``output_mode``.
+
 Checks
 ------
 Export refuses, before tracing or writing anything, what it cannot serve
@@ -154,6 +163,7 @@ from keras_gmm.export._core import (
 
 # One module per layer registers what export knows about it.
 from keras_gmm.export import gaussian_mixture_em  # noqa: F401
+from keras_gmm.export.gaussian_mixture_classifier import LOG_LIKELIHOOD
 from keras_gmm.export.gmm_energy import PREDICT, SCORE
 from keras_gmm.export.gmm_prior_sampling import (
     GENERATE,
@@ -171,6 +181,7 @@ __all__ = [
     "RECONSTRUCT",
     "SCORE",
     "PREDICT",
+    "LOG_LIKELIHOOD",
     "ExportEndpoint",
     "check_export_target",
     "export_saved_model",

@@ -46,11 +46,38 @@ from keras_gmm import _validation
 from keras_gmm import mixture as mixture_lib
 from keras_gmm.ops import covariance, em, em_driver
 
-__all__ = ["MixtureState", "NotFittedError", "check_permutation", "check_rows"]
+__all__ = [
+    "BatchFit", "ConvergenceWarning", "MixtureState", "NotFittedError",
+    "check_permutation", "check_rows", "dataset_of_rows",
+]
+
+# scikit-learn's classes when it is installed (it is optional): its users'
+# ``except NotFittedError`` and warning filters then catch ours.
+try:
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
+except ImportError:  # pragma: no cover - scikit-learn is installed in tests
+
+    class ConvergenceWarning(UserWarning):
+        """EM stopped at ``max_iter`` before its lower bound converged
+        (scikit-learn's ``ConvergenceWarning`` when it is installed)."""
+
+    _NOT_FITTED_BASES = (ValueError, AttributeError)
+else:
+    _NOT_FITTED_BASES = (_SklearnNotFittedError,)
 
 
-class NotFittedError(ValueError, AttributeError):
-    """A fitted mixture is used before it was fitted (as scikit-learn's)."""
+class NotFittedError(*_NOT_FITTED_BASES):
+    """A fitted mixture is used before it was fitted: a ``ValueError`` and an
+    ``AttributeError``, and a subclass of scikit-learn's ``NotFittedError``
+    when scikit-learn is installed."""
+
+
+#: scikit-learn's ConvergenceWarning message (its tests match it).
+NOT_CONVERGED_MESSAGE = (
+    "Best performing initialization did not converge. Try different init "
+    "parameters, or increase max_iter, tol, or check for degenerate data."
+)
 
 
 # The validators live in _validation; re-exported for the layers' imports.
@@ -77,9 +104,14 @@ class MixtureState:
 
     _fit_hint = "fit it first"
 
-    def _init_mixture_state(self, covariance_type, reg_covar, momentum, kwargs):
+    def _init_mixture_state(self, covariance_type, reg_covar, momentum, kwargs,
+                            zero_reg_covar=False):
         """The layer's ``__init__`` start: the base layer with ``autocast``
-        off by default, and the state's arguments checked and stored."""
+        off by default, and the state's arguments checked and stored.
+
+        ``reg_covar`` must be > 0, or >= 0 with ``zero_reg_covar`` (the batch
+        EM layers, as scikit-learn: an M-step whose covariance is then not
+        positive definite raises its error)."""
         # The mixture is read in its own dtype (no autocast to float16 under
         # mixed precision: log-densities need the precision); the weights are
         # also created with autocast=False, as Keras enters an autocast scope
@@ -87,7 +119,9 @@ class MixtureState:
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         self.covariance_type = covariance.check(covariance_type)
-        self.reg_covar = _validation.check_positive(reg_covar, "reg_covar")
+        self.reg_covar = _validation.check_number(
+            reg_covar, "reg_covar", low=0.0, low_open=not zero_reg_covar
+        )
         self.momentum = _validation.check_number(
             momentum, "momentum", low=0.0, high=1.0, high_open=True
         )
@@ -239,7 +273,10 @@ class MixtureState:
         return mixture_lib.distribution(self.mixture())
 
     def sample(self, n_samples=1, seed=None):
-        """``(x [n, D], labels [n])`` drawn from the fitted mixture (NumPy).
+        """``(x [n, D], labels [n])`` drawn from the fitted mixture (NumPy),
+        grouped by component as scikit-learn's ``sample``: the rows of
+        component 0 first, then those of component 1, ... (the draws are
+        i.i.d. from the mixture; only their order is grouped).
 
         Args:
             n_samples: integer >= 1.
@@ -253,7 +290,9 @@ class MixtureState:
         x, labels = mixture_lib.sample(
             self.mixture(), seed, n=n_samples, return_components=True
         )
-        return x.numpy(), labels.numpy()
+        x, labels = x.numpy(), labels.numpy()
+        order = np.argsort(labels, kind="stable")
+        return x[order], labels[order]
 
     # --------------------------------------------------------------- writing
     def permute_components(self, order):
@@ -353,3 +392,296 @@ class MixtureState:
             variable.assign(tf.where(ok, tf.cast(value, old.dtype), old))
         self.skipped_batches.assign_add(tf.cast(tf.logical_not(ok), tf.int64))
         return ok
+
+
+# --------------------------------------------------------------------------
+# batch fitting: scikit-learn's fit, once for every batch-EM layer
+# --------------------------------------------------------------------------
+#: At most this many rows are held in memory to initialise a fit.
+MAX_INIT_ROWS = 100_000
+
+
+def dataset_of_rows(dataset, dtype, name="x"):
+    """A ``tf.data.Dataset`` given to ``fit`` as a dataset of ``[batch, D]``
+    tensors in ``dtype``, and ``D``; a ValueError naming the fix otherwise.
+
+    Accepts elements ``x``, ``(x,)`` and ``(x, y)`` (``x`` is used, ``y``
+    ignored); refuses infinite and empty datasets, dicts, longer tuples,
+    unbatched (1-D) elements and non-numeric ones.
+    """
+    # TODO(_validation): a check_dataset there would serve every fit.
+    cardinality = int(tf.data.experimental.cardinality(dataset))
+    if cardinality == int(tf.data.experimental.INFINITE_CARDINALITY):
+        raise ValueError(
+            f"`{name}` is an infinite tf.data.Dataset (e.g. made with "
+            ".repeat()); EM makes one pass over the data per iteration, so it "
+            "needs a finite one: drop the .repeat() or bound it with "
+            ".take(n_batches)."
+        )
+    spec = dataset.element_spec
+    if isinstance(spec, tuple) and len(spec) in (1, 2):
+        dataset = dataset.map(lambda *element: element[0])
+        spec = spec[0]
+    if not isinstance(spec, tf.TensorSpec):
+        fix = ("dataset.map(lambda d: d['features'])" if isinstance(spec, dict)
+               else "dataset.map(lambda x, *rest: x) (EM takes no sample weights)")
+        raise ValueError(
+            f"`{name}` must be a tf.data.Dataset of feature batches `x`, or of "
+            "`(x,)` or `(x, y)` tuples (x is used); received elements of "
+            f"structure {_validation.describe(spec, 200)}. Map it to x first, "
+            f"e.g. {fix}."
+        )
+    if not (spec.dtype.is_floating or spec.dtype.is_integer or spec.dtype.is_bool):
+        raise ValueError(
+            f"`{name}` must hold real numbers; received a tf.data.Dataset of "
+            f"dtype {spec.dtype.name}."
+        )
+    rank = spec.shape.rank
+    if rank is not None and rank != 2:
+        fix = (" It looks unbatched: call dataset.batch(1024) first."
+               if rank == 1 else "")
+        raise ValueError(
+            f"`{name}` must be a tf.data.Dataset of 2-D batches [batch, "
+            f"n_features]; received elements of shape {spec.shape}.{fix}"
+        )
+    first = next(iter(dataset.take(1)), None)
+    if cardinality == 0 or first is None:
+        raise ValueError(f"`{name}` is an empty tf.data.Dataset; it has no rows to fit.")
+    if first.shape.rank != 2:
+        raise ValueError(
+            f"`{name}` must be a tf.data.Dataset of 2-D batches [batch, "
+            f"n_features]; received a first element of shape {first.shape}."
+        )
+    return dataset.map(lambda b: tf.cast(b, dtype)), int(first.shape[-1])
+
+
+class BatchFit:
+    """Mixin of a :class:`MixtureState` layer fitted by batch EM-like passes
+    (:class:`keras_gmm.GaussianMixtureEM`, :class:`keras_gmm.
+    BayesianGaussianMixtureEM`): scikit-learn's ``fit`` rules, written once.
+
+    - The data: an array (checked; rows holding NaN or inf refused; at least
+      ``num_components`` rows) or a finite, batched ``tf.data.Dataset``
+      (:func:`dataset_of_rows`); under a ``tf.distribute`` strategy an array
+      is streamed as a dataset too.
+    - ``n_init`` runs (one when warm-starting a fitted layer), each from its
+      initialisation; the run with the highest final lower bound is kept.
+    - ``max_iter=0`` keeps the initial parameters (``n_iter_ = 0``,
+      ``lower_bound_ = -inf``, no warning), as scikit-learn.
+    - A warm start continues the previous fit's convergence test from its
+      ``lower_bound_``: fits of one iteration each converge once the bound
+      stops moving.
+    - A :class:`ConvergenceWarning` when the kept run stopped at
+      ``max_iter`` without converging.
+    - The fit summary (``n_iter_``, ``lower_bound_``, ``converged_``) lives in
+      weights, so it survives a ``.keras`` round trip.
+    - ``predict``/``predict_proba``/``score_samples``/``score`` check the
+      input against the fitted layer; a row holding NaN or inf gives NaN
+      (label ``-1``).
+
+    The layer provides ``_prepare_fit(dataset, array, n_features)`` (per-fit
+    checks), ``_initial_parameters(dataset, array)``,
+    ``_current_parameters()``, ``_run_in_memory(x, params, progbar,
+    batch_size, per_iteration)`` and ``_run_streamed(dataset, params,
+    progbar, prev_bound)`` (each ``-> (params, bounds, converged)``),
+    ``_store_parameters(params)``, ``_log_resp_of(x)`` (``-> (log_resp,
+    log_prob)`` tensors), and the attributes ``num_components``, ``max_iter``,
+    ``n_init``, ``warm_start`` and ``_rng`` (a NumPy generator).
+    """
+
+    # ------------------------------------------------------------ summary
+    def _build_fit_summary(self):
+        """The weights of the fit summary (call in ``build``)."""
+        self._n_iter = self._state_weight("n_iter", (), "zeros", dtype="int64")
+        self._lower_bound = self._state_weight(
+            "lower_bound", (), keras.initializers.Constant(-np.inf), dtype="float64"
+        )
+        self._converged = self._state_weight("converged", (), "zeros", dtype="bool")
+
+    @property
+    def converged_(self):
+        """Whether the kept run of the last fit converged."""
+        return bool(self._converged.numpy()) if self.built else False
+
+    @property
+    def n_iter_(self):
+        """Iterations of the kept run of the last fit."""
+        return int(self._n_iter.numpy()) if self.built else 0
+
+    @property
+    def lower_bound_(self):
+        """The kept run's last lower bound (-inf before any iteration)."""
+        return float(self._lower_bound.numpy()) if self.built else -np.inf
+
+    # --------------------------------------------------------------- data
+    def _fit_data(self, x, batch_size):
+        """``(dataset, None, D)`` for a ``tf.data.Dataset``, else ``(None,
+        array, D)`` (``(dataset, array, D)`` under a strategy): checked, in
+        the layer's dtype, copied at most once."""
+        dtype = self.dtype
+        if isinstance(x, tf.data.Dataset):
+            dataset, d = dataset_of_rows(x, dtype)
+            return dataset, None, d
+        array = _validation.check_array(x, "x", ndim=2, allow_nan=True)
+        check_rows(~np.all(np.isfinite(array), axis=1), "x", "contains NaN or inf",
+                   "remove or impute them")
+        self._check_enough_rows(len(array))
+        array = array.astype(dtype, copy=False)
+        if tf.distribute.has_strategy():
+            return self._stream(array, batch_size), array, array.shape[1]
+        return None, array, array.shape[1]
+
+    def _stream(self, array, batch_size):
+        """An in-memory array as a dataset of ``batch_size`` rows (None: the
+        whole array at once)."""
+        rows = len(array) if batch_size is None else batch_size
+        return tf.data.Dataset.from_tensor_slices(array).batch(rows)
+
+    def _check_enough_rows(self, n):
+        if n < self.num_components:
+            raise ValueError(
+                f"`x` has {n} samples, fewer than num_components="
+                f"{self.num_components}; use fewer components or more data."
+            )
+
+    def _init_rows(self, dataset, array):
+        """The rows an initialisation sees: all of an array up to
+        ``MAX_INIT_ROWS``, else a uniform random subsample of that many
+        rows; from a dataset, its first ``MAX_INIT_ROWS`` rows."""
+        if array is not None:
+            if len(array) <= MAX_INIT_ROWS:
+                return tf.constant(array)
+            rows = np.sort(self._rng.choice(len(array), MAX_INIT_ROWS, replace=False))
+            return tf.constant(array[rows])
+        rows, count = [], 0
+        for batch in dataset:
+            rows.append(batch.numpy())
+            count += len(rows[-1])
+            if count >= MAX_INIT_ROWS:
+                break
+        rows = np.concatenate(rows)[:MAX_INIT_ROWS]
+        if not np.all(np.isfinite(rows)):
+            raise self._nonfinite_dataset_error(
+                int(np.sum(~np.all(np.isfinite(rows), axis=1))), "among its first rows"
+            )
+        self._check_enough_rows(len(rows))
+        return tf.constant(rows)
+
+    @staticmethod
+    def _nonfinite_dataset_error(count, where=""):
+        where = f" {where}" if where else ""
+        return ValueError(
+            f"`x` (a tf.data.Dataset) contains NaN or inf in {count} rows{where}; "
+            "remove or impute them first, e.g. dataset.unbatch().filter(lambda "
+            "r: tf.reduce_all(tf.math.is_finite(r))).batch(n)."
+        )
+
+    # ---------------------------------------------------------------- fit
+    def _fit(self, x, batch_size=None, verbose="auto"):
+        """scikit-learn's ``fit`` (see the class docstring); returns a
+        ``keras.callbacks.History`` whose ``history["lower_bound"]`` holds
+        the kept run's bound per iteration."""
+        if batch_size is not None:
+            batch_size = _validation.check_positive_int(batch_size, "batch_size")
+        dataset, array, d = self._fit_data(x, batch_size)
+        if not self.built:
+            self.build((None, d))
+        elif d != self.event_size:
+            raise ValueError(
+                f"`x` has {d} features but the layer was built for "
+                f"{self.event_size}."
+            )
+        self._prepare_fit(dataset, array, d)
+        verbose = int(verbose != 0)
+        use_current = self.warm_start and self._is_fitted()
+        n_init = 1 if use_current else self.n_init
+        prev_bound = self.lower_bound_ if use_current else -np.inf
+        if dataset is None and np.isfinite(prev_bound):
+            # The compiled in-memory loop starts its convergence test afresh;
+            # streaming the array continues it from the previous bound.
+            dataset = self._stream(array, batch_size or em.default_chunk_size(
+                self.num_components, d, self.covariance_type))
+        x_in_memory = None if dataset is not None else tf.constant(array)
+        progbar = keras.utils.Progbar(max(self.max_iter * n_init, 1), verbose=verbose)
+        best, best_bound = None, -np.inf
+        for _ in range(n_init):
+            if use_current:
+                params = self._current_parameters()
+            else:
+                params = self._initial_parameters(dataset, array)
+            if self.max_iter == 0:
+                result = (params, [], False)
+            elif dataset is not None:
+                result = self._run_streamed(dataset, params, progbar, prev_bound)
+            else:
+                result = self._run_in_memory(
+                    x_in_memory, params, progbar, batch_size, per_iteration=verbose
+                )
+            bound = result[1][-1] if result[1] else -np.inf
+            # scikit-learn's rule (a run with no iteration replaces a -inf one)
+            if best is None or bound > best_bound or best_bound == -np.inf:
+                best, best_bound = result, bound
+        params, bounds, converged = best
+        self._store_parameters(params)
+        self.lower_bounds_ = list(bounds)
+        self._lower_bound.assign(best_bound)
+        self._n_iter.assign(len(bounds))
+        self._converged.assign(bool(converged))
+        if not converged and self.max_iter > 0:
+            warnings.warn(NOT_CONVERGED_MESSAGE, ConvergenceWarning, stacklevel=3)
+        history = keras.callbacks.History()
+        history.history = {"lower_bound": list(bounds)}
+        return history
+
+    # -------------------------------------------------------------- methods
+    def _check_fitted_call(self):
+        """Eagerly, an unfitted layer raises; in a traced graph (a model
+        compiled before fit) it warns once and serves its placeholder."""
+        if tf.executing_eagerly():
+            self._check_fitted()
+        elif not getattr(self, "_unfitted_warned", False) and not self._is_fitted():
+            self._unfitted_warned = True
+            warnings.warn(
+                f"{type(self).__name__} {self.name!r} is not fitted yet: the "
+                "model uses its placeholder mixture (uniform "
+                "responsibilities) until fit(x) is called.", stacklevel=3,
+            )
+
+    def _checked_x(self, x):
+        """``(x tensor, finite_rows)``: ``x`` checked against the fitted
+        layer, a non-finite row replaced by zeros (its outputs are set to
+        NaN / -1 by the caller)."""
+        self._check_fitted()
+        x = _validation.check_array(
+            x, "x", ndim=2, n_features=self.event_size, allow_nan=True
+        )
+        finite = np.all(np.isfinite(x), axis=1)
+        if not finite.all():
+            x = np.where(finite[:, None], x, 0.0)
+        return tf.constant(x.astype(self.dtype)), finite
+
+    def _log_resp(self, x):
+        x, finite = self._checked_x(x)
+        log_resp, log_prob = self._log_resp_of(x)
+        log_resp, log_prob = log_resp.numpy(), log_prob.numpy()
+        log_resp[~finite] = np.nan
+        log_prob[~finite] = np.nan
+        return log_resp, log_prob, finite
+
+    def predict_proba(self, x):
+        """Responsibilities ``[n, K]`` (a NaN row for a non-finite input row)."""
+        return np.exp(self._log_resp(x)[0])
+
+    def predict(self, x):
+        """Component labels ``[n]``; ``-1`` for a row holding NaN or inf."""
+        log_resp, _, finite = self._log_resp(x)
+        labels = np.argmax(np.where(finite[:, None], log_resp, 0.0), axis=1)
+        return np.where(finite, labels, -1)
+
+    def score_samples(self, x):
+        """``log p(x)`` per row ``[n]`` (NaN for a row holding NaN or inf)."""
+        return self._log_resp(x)[1]
+
+    def score(self, x):
+        """Mean log-likelihood of ``x`` (NaN if a row holds NaN or inf)."""
+        return float(np.mean(self.score_samples(x)))

@@ -22,81 +22,123 @@ import tensorflow as tf
 
 from keras_gmm import _validation
 from keras_gmm import mixture as mixture_lib
-from keras_gmm.layers._mixture_state import MixtureState, NotFittedError, check_rows
+from keras_gmm.layers._mixture_state import (
+    BatchFit,
+    ConvergenceWarning,
+    MixtureState,
+    NotFittedError,
+)
 from keras_gmm.ops import em, em_driver, gaussian
 
-__all__ = ["GaussianMixtureEM", "NotFittedError"]
+__all__ = ["ConvergenceWarning", "GaussianMixtureEM", "NotFittedError",
+           "initial_resp", "check_init_params"]
 
-INIT_PARAMS = em.INIT_PARAMS
+#: ``init_params`` of the batch-EM layers: scikit-learn's four, and
+#: "kmeans++_assign" (k-means++ seeds, each point labelled by its nearest
+#: seed: the parameters scikit-learn's "k-means++" reaches after one
+#: iteration, without that iteration).
+INIT_PARAMS = ("kmeans++_assign", "kmeans", "k-means++", "random", "random_from_data")
+#: The former name of "kmeans++_assign" (accepted, with a DeprecationWarning).
+_RENAMED_INIT_PARAMS = {"kmeans++": "kmeans++_assign"}
 OUTPUTS = ("responsibilities", "log_prob", "both")
-# At most this many rows are held in memory to initialise from a Dataset.
-_MAX_INIT_ROWS = 100_000
 
 
-# Compiled once per (data shape, covariance type, max_iter, batch size) and
-# shared by every layer instance (n_init, refits, several layers). The ops
-# write their loops and branches as tf.while_loop / tf.cond, so AutoGraph's
-# source conversion is skipped (it was about a third of a first fit's time).
-_EM_ITERATIONS = tf.function(em_driver.em_iterations, jit_compile=True, autograph=False)
-_INITIALIZE = tf.function(em.initialize, jit_compile=True, autograph=False)
+# The EM loop of an array fit: em_driver.in_memory_em, op by op for small
+# data, else XLA-compiled fixed-shape blocks (one compilation per mixture
+# shape, dtype and chunk size, shared by every layer instance and data size).
+_EM_ITERATIONS = em_driver.in_memory_em
 
 
-def _dataset_of_rows(dataset, dtype, name="x"):
-    """A ``tf.data.Dataset`` given to ``fit`` as a dataset of ``[batch, D]``
-    tensors in ``dtype``, and ``D``; a ValueError naming the fix otherwise.
-
-    Accepts elements ``x``, ``(x,)`` and ``(x, y)`` (``x`` is used, ``y``
-    ignored); refuses infinite and empty datasets, dicts, longer tuples,
-    unbatched (1-D) elements and non-numeric ones.
+def _initializer(fn, checkable=False):
+    """``fn(x, n_components, init_params, covariance_type, reg_covar, seed)``
+    for small data op by op the first time, then traced without XLA
+    (:func:`keras_gmm.ops.em_driver.small`; only if ``checkable``: ``fn``
+    takes ``check=False`` and its factor is checked here, eagerly, so a
+    failure is the same ValueError either way), XLA-compiled for large (once
+    per shape and static arguments, :func:`keras_gmm.ops.em_driver.compiled`).
     """
-    # TODO(_validation): a check_dataset there would serve every fit.
-    cardinality = int(tf.data.experimental.cardinality(dataset))
-    if cardinality == int(tf.data.experimental.INFINITE_CARDINALITY):
-        raise ValueError(
-            f"`{name}` is an infinite tf.data.Dataset (e.g. made with "
-            ".repeat()); EM makes one pass over the data per iteration, so it "
-            "needs a finite one: drop the .repeat() or bound it with "
-            ".take(n_batches)."
+
+    def run(x, n_components, init_params, covariance_type, reg_covar, seed):
+        n, d = int(x.shape[0]), int(x.shape[1])
+        key = (n, n_components, d, x.dtype.name)
+        args = (x, n_components, init_params, covariance_type, reg_covar, seed)
+        if em_driver.use_xla(n * n_components * d):
+            return em_driver.compiled(fn, *key)(*args)
+        if not checkable:
+            return fn(*args)
+        out = em_driver.small(fn, *key)(*args, check=False)
+        em.check_precisions_cholesky(out[2])
+        return out
+
+    return run
+
+
+_INITIALIZE = _initializer(em.initialize, checkable=True)
+
+
+def check_init_params(value, name="init_params"):
+    """``value`` if it is one of :data:`INIT_PARAMS` (the former
+    "kmeans++" is renamed "kmeans++_assign", with a DeprecationWarning)."""
+    if isinstance(value, str) and value in _RENAMED_INIT_PARAMS:
+        new = _RENAMED_INIT_PARAMS[value]
+        warnings.warn(
+            f"`{name}={value!r}` is now spelled {new!r} (scikit-learn's "
+            "'k-means++' puts each initial mean on its seed point instead); "
+            f"the old name will be removed.", DeprecationWarning, stacklevel=3,
         )
-    spec = dataset.element_spec
-    if isinstance(spec, tuple) and len(spec) in (1, 2):
-        dataset = dataset.map(lambda *element: element[0])
-        spec = spec[0]
-    if not isinstance(spec, tf.TensorSpec):
-        fix = ("dataset.map(lambda d: d['features'])" if isinstance(spec, dict)
-               else "dataset.map(lambda x, *rest: x) (EM takes no sample weights)")
-        raise ValueError(
-            f"`{name}` must be a tf.data.Dataset of feature batches `x`, or of "
-            "`(x,)` or `(x, y)` tuples (x is used); received elements of "
-            f"structure {_validation.describe(spec, 200)}. Map it to x first, "
-            f"e.g. {fix}."
-        )
-    if not (spec.dtype.is_floating or spec.dtype.is_integer or spec.dtype.is_bool):
-        raise ValueError(
-            f"`{name}` must hold real numbers; received a tf.data.Dataset of "
-            f"dtype {spec.dtype.name}."
-        )
-    rank = spec.shape.rank
-    if rank is not None and rank != 2:
-        fix = (" It looks unbatched: call dataset.batch(1024) first."
-               if rank == 1 else "")
-        raise ValueError(
-            f"`{name}` must be a tf.data.Dataset of 2-D batches [batch, "
-            f"n_features]; received elements of shape {spec.shape}.{fix}"
-        )
-    first = next(iter(dataset.take(1)), None)
-    if cardinality == 0 or first is None:
-        raise ValueError(f"`{name}` is an empty tf.data.Dataset; it has no rows to fit.")
-    if first.shape.rank != 2:
-        raise ValueError(
-            f"`{name}` must be a tf.data.Dataset of 2-D batches [batch, "
-            f"n_features]; received a first element of shape {first.shape}."
-        )
-    return dataset.map(lambda b: tf.cast(b, dtype)), int(first.shape[-1])
+        value = new
+    return _validation.check_one_of(value, name, INIT_PARAMS)
+
+
+def initial_resp(x, n_components, init_params, seed, kmeans_iter=10):
+    """Initial responsibilities ``[N, K]`` of scikit-learn's
+    ``_initialize_parameters`` (TF stateless RNG, see :mod:`keras_gmm.ops.em`):
+
+    - "kmeans": one-hot k-means labels (k-means++ seeds, then ``kmeans_iter``
+      Lloyd steps), as :func:`keras_gmm.ops.em.initialize`;
+    - "k-means++": one-hot at the k-means++ seed points (row ``indices[k]``
+      in column ``k``), so each initial mean is its seed point and each
+      initial covariance ``reg_covar * I`` (scikit-learn's meaning);
+    - "kmeans++_assign": one-hot labels of each point's nearest seed;
+    - "random", "random_from_data": :func:`keras_gmm.ops.em.random_resp`,
+      :func:`keras_gmm.ops.em.random_from_data_resp`.
+
+    The k-means work runs on data centred on its mean. Static
+    ``n_components`` and ``init_params``; compiles with XLA.
+    """
+    # TODO(ops.em): the resp-level initialisation belongs in ops/em.py (one
+    # home with em.initialize, which would then be parameters_from_resp of it).
+    k = n_components
+    n = x.shape[0] if x.shape[0] is not None else tf.shape(x)[0]
+    if init_params in ("kmeans", "k-means++", "kmeans++_assign"):
+        xc = x - tf.reduce_mean(x, axis=0)
+        centers, indices = em.kmeans_plusplus(xc, k, seed)
+        if init_params == "k-means++":
+            return tf.scatter_nd(indices[:, None], tf.eye(k, dtype=x.dtype), [n, k])
+        # kmeans_iter=0: the nearest-seed labels
+        _, labels = em.kmeans(xc, centers, kmeans_iter if init_params == "kmeans" else 0)
+        return em.labels_to_resp(labels, k, x.dtype)
+    if init_params == "random":
+        return em.random_resp(n, k, seed, x.dtype)
+    return em.random_from_data_resp(n, k, seed, x.dtype)
+
+
+def _initialize_from_resp(x, n_components, init_params, covariance_type, reg_covar,
+                          seed):
+    """``(weights, means, precisions_cholesky)`` from :func:`initial_resp`
+    (scikit-learn's ``_initialize``): the init that :func:`keras_gmm.ops.em.
+    initialize` does not have ("k-means++")."""
+    resp = initial_resp(x, n_components, init_params, seed)
+    w, means, _, prec_chol = em.parameters_from_resp(x, resp, covariance_type,
+                                                     reg_covar)
+    return w, means, prec_chol
+
+
+_INITIALIZE_FROM_RESP = _initializer(_initialize_from_resp)
 
 
 @keras.saving.register_keras_serializable(package="keras_gmm")
-class GaussianMixtureEM(MixtureState, keras.layers.Layer):
+class GaussianMixtureEM(MixtureState, BatchFit, keras.layers.Layer):
     """A Gaussian mixture fitted by Expectation-Maximization, as a Keras layer.
 
     A drop-in for scikit-learn's ``GaussianMixture`` (same arguments, fitted
@@ -111,14 +153,25 @@ class GaussianMixtureEM(MixtureState, keras.layers.Layer):
         covariance_type: "full" (default), "tied", "diag" or "spherical".
         tol: convergence threshold on the change of the lower bound (the mean
             log-likelihood); 0 runs ``max_iter`` iterations.
-        reg_covar: added to the covariance diagonals (> 0).
-        max_iter: EM iterations per initialisation.
+        reg_covar: added to the covariance diagonals (>= 0; with 0 a
+            collapsed component raises scikit-learn's error).
+        max_iter: EM iterations per initialisation (>= 0; 0 keeps the
+            initial parameters, as scikit-learn). A fit that stops at
+            ``max_iter`` without converging warns (``ConvergenceWarning``,
+            scikit-learn's class when it is installed).
         n_init: number of initialisations; the best lower bound is kept.
-        init_params: "kmeans++" (default), "kmeans", "random" or
-            "random_from_data".
+        init_params: "kmeans++_assign" (default: k-means++ seeds, each point
+            labelled by its nearest seed), or scikit-learn's "kmeans"
+            (k-means labels), "k-means++" (each initial mean on its seed
+            point, covariances ``reg_covar * I``), "random" or
+            "random_from_data" (see :func:`initial_resp`). The former
+            "kmeans++" means "kmeans++_assign" (deprecated spelling).
         weights_init, means_init, precisions_init: initial parameters, as in
             scikit-learn (precisions, not their Cholesky factors); finite.
-        warm_start: continue from the current parameters on the next ``fit``.
+        warm_start: continue from the current parameters on the next ``fit``
+            (one run, ``n_init`` ignored); its convergence test continues
+            from the previous fit's ``lower_bound_``, so repeated short fits
+            converge (``converged_``) as scikit-learn's do.
         seed: int seed of the initialisations (None: fresh draws).
         output: what ``call`` returns: "responsibilities" ``[batch, K]``,
             "log_prob" ``[batch]`` or "both" (a dict).
@@ -188,7 +241,7 @@ class GaussianMixtureEM(MixtureState, keras.layers.Layer):
         reg_covar=1e-6,
         max_iter=100,
         n_init=1,
-        init_params="kmeans++",
+        init_params="kmeans++_assign",
         weights_init=None,
         means_init=None,
         precisions_init=None,
@@ -199,13 +252,14 @@ class GaussianMixtureEM(MixtureState, keras.layers.Layer):
         momentum=0.99,
         **kwargs,
     ):
-        self._init_mixture_state(covariance_type, reg_covar, momentum, kwargs)
+        self._init_mixture_state(covariance_type, reg_covar, momentum, kwargs,
+                                 zero_reg_covar=True)
         check = _validation
         self.num_components = check.check_positive_int(num_components, "num_components")
         self.tol = check.check_number(tol, "tol", low=0.0)
-        self.max_iter = check.check_positive_int(max_iter, "max_iter")
+        self.max_iter = check.check_int(max_iter, "max_iter", minimum=0)
         self.n_init = check.check_positive_int(n_init, "n_init")
-        self.init_params = check.check_one_of(init_params, "init_params", INIT_PARAMS)
+        self.init_params = check_init_params(init_params)
         self.output_mode = check.check_one_of(output, "output", OUTPUTS)
         self.warm_start = check.check_bool(warm_start, "warm_start")
         self.online = check.check_bool(online, "online")
@@ -236,46 +290,14 @@ class GaussianMixtureEM(MixtureState, keras.layers.Layer):
             self.num_components, d, fitted_flag=True, moving=self.online
         )
         self._mark_legacy_variables()  # the weights of files saved before 0.2
-        self._n_iter = self._state_weight("n_iter", (), "zeros", dtype="int64")
-        self._lower_bound = self._state_weight(
-            "lower_bound", (), keras.initializers.Constant(-np.inf), dtype="float64"
-        )
-        self._converged = self._state_weight("converged", (), "zeros", dtype="bool")
+        self._build_fit_summary()
         if self.online:
             self._build_skip_counter()
-
-    @property
-    def converged_(self):
-        """Whether the best initialisation's EM run converged."""
-        return bool(self._converged.numpy()) if self.built else False
-
-    @property
-    def n_iter_(self):
-        """EM iterations of the best initialisation."""
-        return int(self._n_iter.numpy()) if self.built else 0
-
-    @property
-    def lower_bound_(self):
-        """The best initialisation's last lower bound (mean log-likelihood)."""
-        return float(self._lower_bound.numpy()) if self.built else -np.inf
 
     def _ill_defined_message(self):
         return em.ill_defined_covariance_message(self.dtype)
 
     # ------------------------------------------------------------------ call
-    def _check_fitted_call(self):
-        """Eagerly, an unfitted layer raises; in a traced graph (a model
-        compiled before fit) it warns once and serves its placeholder."""
-        if tf.executing_eagerly():
-            self._check_fitted()
-        elif not self._unfitted_warned and not self._is_fitted():
-            self._unfitted_warned = True
-            warnings.warn(
-                f"GaussianMixtureEM {self.name!r} is not fitted yet: the "
-                "model uses its placeholder mixture (uniform "
-                "responsibilities) until fit(x) is called.", stacklevel=3,
-            )
-
     def call(self, inputs, training=None):
         # Probability math in the variables' dtype (float32 under
         # mixed_float16, float64 with dtype="float64"), never in float16.
@@ -358,63 +380,6 @@ class GaussianMixtureEM(MixtureState, keras.layers.Layer):
         self._commit_step(values, ok)
         self.fitted.assign(tf.cast(fitted | ok, self.fitted.dtype))
 
-    # ------------------------------------------------------------------ data
-    def _data(self, x, batch_size):
-        """``(dataset, None, D)`` for a ``tf.data.Dataset``, else ``(None,
-        array, D)``: checked, in the layer's dtype, copied at most once."""
-        dtype = self.dtype
-        if isinstance(x, tf.data.Dataset):
-            dataset, d = _dataset_of_rows(x, dtype)
-            return dataset, None, d
-        array = _validation.check_array(x, "x", ndim=2, allow_nan=True)
-        check_rows(~np.all(np.isfinite(array), axis=1), "x", "contains NaN or inf",
-                   "remove or impute them")
-        self._check_enough_rows(len(array))
-        array = array.astype(dtype, copy=False)
-        if tf.distribute.has_strategy():
-            rows = len(array) if batch_size is None else batch_size
-            return tf.data.Dataset.from_tensor_slices(array).batch(rows), array, array.shape[1]
-        return None, array, array.shape[1]
-
-    def _check_enough_rows(self, n):
-        if n < self.num_components:
-            raise ValueError(
-                f"`x` has {n} samples, fewer than num_components="
-                f"{self.num_components}; use fewer components or more data."
-            )
-
-    def _init_rows(self, dataset, array):
-        """The rows the initialisation sees: all of an array up to
-        ``_MAX_INIT_ROWS``, else a uniform random subsample of that many
-        rows; from a dataset, its first ``_MAX_INIT_ROWS`` rows."""
-        if array is not None:
-            if len(array) <= _MAX_INIT_ROWS:
-                return tf.constant(array)
-            rows = np.sort(self._rng.choice(len(array), _MAX_INIT_ROWS, replace=False))
-            return tf.constant(array[rows])
-        rows, count = [], 0
-        for batch in dataset:
-            rows.append(batch.numpy())
-            count += len(rows[-1])
-            if count >= _MAX_INIT_ROWS:
-                break
-        rows = np.concatenate(rows)[:_MAX_INIT_ROWS]
-        if not np.all(np.isfinite(rows)):
-            raise self._nonfinite_dataset_error(
-                int(np.sum(~np.all(np.isfinite(rows), axis=1))), "among its first rows"
-            )
-        self._check_enough_rows(len(rows))
-        return tf.constant(rows)
-
-    @staticmethod
-    def _nonfinite_dataset_error(count, where=""):
-        where = f" {where}" if where else ""
-        return ValueError(
-            f"`x` (a tf.data.Dataset) contains NaN or inf in {count} rows{where}; "
-            "remove or impute them first, e.g. dataset.unbatch().filter(lambda "
-            "r: tf.reduce_all(tf.math.is_finite(r))).batch(n)."
-        )
-
     # ------------------------------------------------------------------ fit
     def _given_parameters(self, dtype):
         """``weights_init``, ``means_init``, ``precisions_init`` as tensors
@@ -437,49 +402,88 @@ class GaussianMixtureEM(MixtureState, keras.layers.Layer):
             return given
         x = self._init_rows(dataset, array)
         seed = tf.constant(self._rng.integers(0, 2**31 - 1, size=2), tf.int64)
-        computed = _INITIALIZE(
-            x, self.num_components, self.init_params, self.covariance_type,
-            self.reg_covar, seed,
-        )
+        if self.init_params == "k-means++":
+            computed = _INITIALIZE_FROM_RESP(
+                x, self.num_components, self.init_params, self.covariance_type,
+                self.reg_covar, seed,
+            )
+        else:  # em.initialize's names: "kmeans++" is "kmeans++_assign"
+            computed = _INITIALIZE(
+                x, self.num_components,
+                "kmeans++" if self.init_params == "kmeans++_assign" else self.init_params,
+                self.covariance_type, self.reg_covar, seed,
+            )
         return tuple(c if g is None else g for g, c in zip(given, computed))
 
+    def _current_parameters(self):
+        return tuple(tf.cast(t, self.dtype) for t in self._params())
+
+    def _store_parameters(self, params):
+        self._assign_mixture(*params)
+
+    def _log_resp_of(self, x):
+        return gaussian.log_responsibilities(
+            x, *self.mixture()[:3], self.covariance_type
+        )
+
+    def _prepare_fit(self, dataset, array, n_features):
+        self._check_inits(n_features)
+
     def _check_inits(self, d):
+        """The initial parameters against the data (each message starts
+        with scikit-learn's, which its tests match)."""
         k, cov = self.num_components, self._covariance
         checks = [
-            ("weights_init", self.weights_init, (k,)),
-            ("means_init", self.means_init, (k, d)),
-            ("precisions_init", self.precisions_init, cov.precisions_cholesky_shape(k, d)),
+            ("weights_init", "weights", self.weights_init, (k,)),
+            ("means_init", "means", self.means_init, (k, d)),
+            ("precisions_init", f"{cov.name} precision", self.precisions_init,
+             cov.precisions_cholesky_shape(k, d)),
         ]
-        for name, value, shape in checks:
+        for name, sklearn_name, value, shape in checks:
             if value is not None and value.shape != shape:
                 raise ValueError(
-                    f"`{name}` must have shape {shape} for num_components={k}, "
-                    f"{d} features and covariance_type={self.covariance_type!r}; "
-                    f"received shape {value.shape}."
+                    f"The parameter '{sklearn_name}' should have the shape of "
+                    f"{shape}, but got {value.shape}. `{name}` must have shape "
+                    f"{shape} for num_components={k}, {d} features and "
+                    f"covariance_type={self.covariance_type!r}; received shape "
+                    f"{value.shape}."
                 )
         w = self.weights_init
-        if w is not None and (np.any(w < 0) or abs(w.sum() - 1) > 1e-6):
+        if w is not None and (np.any(w < 0) or np.any(w > 1)):
+            # (scikit-learn's message names the minimum "max value")
             raise ValueError(
-                "`weights_init` must be non-negative and sum to 1; received "
+                "The parameter 'weights' should be in the range [0, 1], but got "
+                f"max value {np.min(w):.5f}, min value {np.max(w):.5f}. "
+                f"`weights_init` must hold numbers in [0, 1]; received "
                 f"weights_init={w.tolist()}."
+            )
+        if w is not None and abs(w.sum() - 1) > 1e-6:
+            raise ValueError(
+                "The parameter 'weights' should be normalized, but got "
+                f"sum(weights) = {np.sum(w):.5f}. `weights_init` must sum to 1; "
+                f"received weights_init={w.tolist()}."
             )
         p = self.precisions_init
         if p is not None and not cov.is_positive_definite(p):
+            what = "symmetric, positive-definite" if cov.matrix else "positive"
             raise ValueError(
-                "`precisions_init` must be positive definite (symmetric with "
-                "positive eigenvalues; positive for diag/spherical)."
+                f"'{cov.name} precision' should be {what}. `precisions_init` "
+                "must be positive definite (symmetric with positive "
+                "eigenvalues; positive for diag/spherical)."
             )
 
     def _run_in_memory(self, x, params, progbar, batch_size, per_iteration):
-        """The whole EM loop compiled (:func:`keras_gmm.ops.em_driver.
-        em_iterations`); with a progress bar, called one iteration at a time
-        (same graph)."""
+        """The EM loop (:func:`keras_gmm.ops.em_driver.in_memory_em`: op by
+        op for small data, XLA-compiled blocks for large); with a progress
+        bar, called one iteration at a time (same data, same compilation)."""
         bounds, prev, converged = [], -np.inf, False
+        data = em_driver.InMemoryData(x, self.num_components, self.covariance_type,
+                                      batch_size)
         while len(bounds) < self.max_iter and not converged:
             limit = 1 if per_iteration else self.max_iter - len(bounds)
             *new, block, n_iter, converged, failed = _EM_ITERATIONS(
-                x, *params, self.covariance_type, self.reg_covar, self.max_iter,
-                self.tol, batch_size, tf.constant(prev, x.dtype), tf.constant(limit),
+                data, *params, self.covariance_type, self.reg_covar, self.max_iter,
+                self.tol, tf.constant(prev, x.dtype), tf.constant(limit),
             )
             block = block.numpy()[: int(n_iter)].tolist()
             if bool(failed):
@@ -491,10 +495,10 @@ class GaussianMixtureEM(MixtureState, keras.layers.Layer):
             params, converged = tuple(new), bool(converged)
         return params, bounds, converged
 
-    def _run_streamed(self, dataset, params, progbar):
+    def _run_streamed(self, dataset, params, progbar, prev_bound=-np.inf):
         result = em_driver.streamed_em(
             dataset, params, self.covariance_type, self.reg_covar, self.max_iter,
-            self.tol,
+            self.tol, prev_bound=prev_bound,
             callback=lambda bound, prev: progbar.add(
                 1, [("lower_bound", bound), ("change", bound - prev)]
             ),
@@ -524,90 +528,15 @@ class GaussianMixtureEM(MixtureState, keras.layers.Layer):
             batch_size: integer >= 1, rows per batch/chunk for arrays (None:
                 :func:`keras_gmm.ops.em.default_chunk_size`, cache-sized).
             verbose: "auto"/1 shows a Keras progress bar, 0 nothing.
+
+        scikit-learn's rules (:class:`keras_gmm.layers._mixture_state.
+        BatchFit`): ``n_init`` runs, the best kept; ``max_iter=0`` keeps the
+        initial parameters; a warm start continues the convergence test; a
+        ``ConvergenceWarning`` when the kept run did not converge.
         """
-        if batch_size is not None:
-            batch_size = _validation.check_positive_int(batch_size, "batch_size")
-        dataset, array, d = self._data(x, batch_size)
-        if not self.built:
-            self.build((None, d))
-        elif d != self.event_size:
-            raise ValueError(
-                f"`x` has {d} features but the layer was built for "
-                f"{self.event_size}."
-            )
-        self._check_inits(d)
-        streamed = dataset is not None
-        x_in_memory = None if streamed else tf.constant(array)
-        verbose = int(verbose != 0)
-        use_current = self.warm_start and self._is_fitted()
-        best = None
-        n_init = 1 if use_current else self.n_init
-        progbar = keras.utils.Progbar(self.max_iter * n_init, verbose=verbose)
-        for _ in range(n_init):
-            if use_current:
-                params = tuple(tf.cast(t, self.dtype) for t in self._params())
-            else:
-                params = self._initial_parameters(dataset, array)
-            if streamed:
-                result = self._run_streamed(dataset, params, progbar)
-            else:
-                result = self._run_in_memory(
-                    x_in_memory, params, progbar, batch_size, per_iteration=verbose
-                )
-            if best is None or result[1][-1] > best[1][-1]:
-                best = result
-        params, bounds, converged = best
-        self._assign_mixture(*params)
-        self.lower_bounds_ = bounds
-        self._lower_bound.assign(bounds[-1])
-        self._n_iter.assign(len(bounds))
-        self._converged.assign(bool(converged))
-        history = keras.callbacks.History()
-        history.history = {"lower_bound": list(bounds)}
-        return history
+        return self._fit(x, batch_size, verbose)
 
     # ------------------------------------------------------------- methods
-    def _checked_x(self, x):
-        """``(x tensor, finite_rows)``: ``x`` checked against the fitted
-        layer, a non-finite row replaced by zeros (its outputs are set to
-        NaN / -1 by the caller)."""
-        self._check_fitted()
-        x = _validation.check_array(
-            x, "x", ndim=2, n_features=self.event_size, allow_nan=True
-        )
-        finite = np.all(np.isfinite(x), axis=1)
-        if not finite.all():
-            x = np.where(finite[:, None], x, 0.0)
-        return tf.constant(x.astype(self.dtype)), finite
-
-    def _log_resp(self, x):
-        x, finite = self._checked_x(x)
-        log_resp, log_prob = gaussian.log_responsibilities(
-            x, *self.mixture()[:3], self.covariance_type
-        )
-        log_resp, log_prob = log_resp.numpy(), log_prob.numpy()
-        log_resp[~finite] = np.nan
-        log_prob[~finite] = np.nan
-        return log_resp, log_prob, finite
-
-    def predict_proba(self, x):
-        """Responsibilities ``[n, K]`` (a NaN row for a non-finite input row)."""
-        return np.exp(self._log_resp(x)[0])
-
-    def predict(self, x):
-        """Component labels ``[n]``; ``-1`` for a row holding NaN or inf."""
-        log_resp, _, finite = self._log_resp(x)
-        labels = np.argmax(np.where(finite[:, None], log_resp, 0.0), axis=1)
-        return np.where(finite, labels, -1)
-
-    def score_samples(self, x):
-        """``log p(x)`` per row ``[n]`` (NaN for a row holding NaN or inf)."""
-        return self._log_resp(x)[1]
-
-    def score(self, x):
-        """Mean log-likelihood of ``x`` (NaN if a row holds NaN or inf)."""
-        return float(np.mean(self.score_samples(x)))
-
     def _n_parameters(self):
         k, d = self.num_components, self.event_size
         return int(self._covariance.num_parameters(k, d) + k * d + k - 1)

@@ -363,7 +363,7 @@ EXPANSION_RTOL = 1e-3
 
 
 def batch_statistics(x, weights, means, precisions_cholesky, covariance_type, fast=True,
-                     mask=None):
+                     mask=None, log_weights=None, log_det=None):
     """E-step and sufficient statistics of one batch, around the current means.
 
     The unit of work of every EM loop (a pass, a replica, an online step).
@@ -380,21 +380,27 @@ def batch_statistics(x, weights, means, precisions_cholesky, covariance_type, fa
             components). ``False``: the exact ``[N, K, D]`` forms.
         mask: optional ``[N]`` 0/1 weights of the rows (0: padding, left out
             of the statistics and the log-likelihood sum).
+        log_weights, log_det: optional precomputed ``log(weights)`` and
+            :func:`keras_gmm.ops.gaussian.log_det_cholesky` (a loop over
+            chunks computes them once; ``weights`` is then unused).
 
     Returns:
         ``(Stats, sum of log p(x_n))`` in the dtype of ``x``.
     """
     cov = covariance.get(covariance_type)
     dtype = x.dtype
+    if log_weights is None:
+        log_weights = tf.math.log(weights)
 
     def run(compute_dtype, expand):
-        xc, w, mu, pc = (
-            tf.cast(t, compute_dtype) for t in (x, weights, means, precisions_cholesky)
+        xc, log_w, mu, pc = (
+            tf.cast(t, compute_dtype)
+            for t in (x, log_weights, means, precisions_cholesky)
         )
-        log_resp, log_prob = gaussian.log_responsibilities(
-            xc, tf.math.log(w), mu, pc, covariance_type, expand=expand
+        ld = None if log_det is None else tf.cast(log_det, compute_dtype)
+        resp, log_prob = gaussian.responsibilities(
+            xc, log_w, mu, pc, covariance_type, expand=expand, log_det=ld
         )
-        resp = tf.exp(log_resp)
         if mask is not None:
             m = tf.cast(mask, compute_dtype)
             resp, log_prob = resp * m[:, None], log_prob * m

@@ -7,8 +7,17 @@ the loop stops after ``max_iter`` passes, when the bound changes by less than
 previous ones are kept and ``failed`` is set: a failed Cholesky never turns a
 good model into a NaN model). Its callers:
 
-- :func:`em_iterations`: batch EM over in-memory data, compiled whole with
-  XLA, the data walked in fixed-size chunks (``GaussianMixtureEM.fit``);
+- :func:`em_iterations`: batch EM over in-memory data in one graph (eager,
+  traced, or XLA-compiled whole), the data walked in fixed-size chunks
+  (:func:`chunked_sum`);
+- :func:`in_memory_em` (``GaussianMixtureEM.fit`` of an array): small data
+  (:func:`use_xla`) run :func:`em_iterations` op by op on the first fit of a
+  shape in the process (no tracing, no compilation), then traced without
+  XLA (:func:`small`); large data run :func:`iterate` eagerly over
+  fixed-shape blocks whose statistics one XLA-compiled function sums, one
+  compilation per (components, features, covariance type, dtype, chunk and
+  block rows) whatever the number of rows (:func:`compiled`, also for other
+  EM-like layers);
 - the MAP-EM of the weight prior (:mod:`keras_gmm.regularizers`);
 - the streamed pass below, one pass per iteration over a ``tf.data.Dataset``,
   each replica's statistics all-reduced under a ``tf.distribute`` strategy.
@@ -23,11 +32,13 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from keras_gmm.ops import em
+from keras_gmm.ops import covariance, em
 
 __all__ = [
-    "iterate", "em_iterations", "m_step_unchecked", "StreamedPass",
-    "StreamedResult", "streamed_pass", "streamed_em",
+    "iterate", "chunked_sum", "log_terms", "pass_statistics", "em_iterations",
+    "EAGER_MAX_WORK", "pass_work", "use_xla", "compiled", "small", "block_rows",
+    "row_blocks", "InMemoryData", "in_memory_em", "m_step_unchecked",
+    "StreamedPass", "StreamedResult", "streamed_pass", "streamed_em",
 ]
 
 
@@ -89,17 +100,99 @@ def iterate(one_pass, params, max_iter, tol, prev_bound=-np.inf, iter_limit=None
     return params, bounds, it, converged, failed
 
 
+def chunked_sum(fn, x, zero, chunk_size, n_valid=None):
+    """``sum_i fn(rows_i, mask_i)`` over ``x`` walked in chunks of rows.
+
+    The chunks are a ``tf.while_loop`` of one shape ``[chunk_size, D]``: the
+    last one repeats the final row, masked out (``mask`` ``[chunk_size]``
+    0/1, ``None`` when every row of every chunk is real), so one chunk graph
+    is compiled whatever the number of rows, and the working set is one
+    chunk's.
+
+    Args:
+        fn: ``(rows [chunk, D], mask or None) -> nest of sums``.
+        x: ``[R, D]`` rows (static ``R``).
+        zero: the nest of zeros ``fn`` returns the shape of.
+        chunk_size: Python int, rows per chunk (at most ``R`` are used).
+        n_valid: optional scalar int tensor ``<= R``: only the first
+            ``n_valid`` rows count (the others are padding, never computed
+            beyond the last chunk that holds a valid row).
+
+    Returns:
+        The nest of sums.
+    """
+    rows_total = int(x.shape[0])
+    chunk = max(1, min(int(chunk_size), rows_total))
+    if n_valid is None:
+        n, n_chunks = rows_total, -(-rows_total // chunk)
+        masked = rows_total % chunk != 0
+        if n_chunks == 1 and not masked:
+            return fn(x, None)
+    else:
+        n = tf.cast(n_valid, tf.int32)
+        n_chunks, masked = (n + chunk - 1) // chunk, True
+    dtype = x.dtype
+
+    def body(i, acc):
+        rows = i * chunk + tf.range(chunk)
+        if masked:
+            part = fn(tf.gather(x, tf.minimum(rows, rows_total - 1)),
+                      tf.cast(rows < n, dtype))
+        else:
+            part = fn(tf.gather(x, rows), None)
+        return i + 1, tf.nest.map_structure(tf.add, acc, part)
+
+    _, total = tf.while_loop(lambda i, _: i < n_chunks, body, (tf.constant(0), zero))
+    return total
+
+
+def log_terms(weights, means, precisions_cholesky, covariance_type):
+    """``(log(weights), log|P|)``: the per-component terms of an E-step,
+    computed once per pass rather than per chunk."""
+    log_det = covariance.get(covariance_type).log_det(
+        precisions_cholesky, int(means.shape[-1])
+    )
+    return tf.math.log(weights), log_det
+
+
+def pass_statistics(x, weights, means, precisions_cholesky, covariance_type,
+                    chunk_size, n_valid=None, log_weights=None, log_det=None):
+    """One E-step over ``x`` in chunks: ``(Stats, sum of log p(x_n))`` of
+    its (first ``n_valid``) rows, around ``means`` (see
+    :func:`chunked_sum`, :func:`keras_gmm.ops.em.batch_statistics`).
+    ``log_weights``, ``log_det``: :func:`log_terms`, computed here if None."""
+    k, d = int(means.shape[0]), int(x.shape[1])
+    dtype = x.dtype
+    if log_weights is None or log_det is None:
+        log_weights, log_det = log_terms(weights, means, precisions_cholesky,
+                                         covariance_type)
+
+    def statistics(rows, mask):
+        return em.batch_statistics(
+            rows, weights, means, precisions_cholesky, covariance_type, mask=mask,
+            log_weights=log_weights, log_det=log_det,
+        )
+
+    zero = (em.zero_statistics(k, d, covariance_type, dtype), tf.zeros((), dtype))
+    stats, log_prob_sum = chunked_sum(statistics, x, zero, chunk_size, n_valid)
+    return em.Stats(*stats), log_prob_sum
+
+
+def _cast_params(params, dtype):
+    return tuple(tf.cast(t, dtype) for t in params)
+
+
 def em_iterations(
     x, weights, means, precisions_cholesky, covariance_type, reg_covar, max_iter,
     tol, chunk_size=None, prev_bound=-np.inf, iter_limit=None,
 ):
     """Up to ``max_iter`` EM iterations over in-memory data, in one graph.
 
-    Meant to be wrapped in ``tf.function(jit_compile=True)``: the iterations
-    are a ``tf.while_loop`` and each pass walks the data in chunks of
-    ``chunk_size`` rows (a ``tf.while_loop`` too; the last chunk padded and
-    masked), so the
-    working set is ``O(chunk_size * K * D)`` whatever ``N``.
+    Runs eagerly (op by op) or wrapped in ``tf.function(jit_compile=True)``:
+    the iterations are :func:`iterate`'s loop and each pass walks the data
+    in chunks of ``chunk_size`` rows (:func:`chunked_sum`), so the working
+    set is ``O(chunk_size * K * D)`` whatever ``N``. (:func:`in_memory_em`
+    chooses between this and XLA-compiled blocks for a layer's fit.)
 
     Args:
         x: ``[N, D]`` data (static shape).
@@ -108,7 +201,8 @@ def em_iterations(
         reg_covar: added to the covariance diagonals.
         max_iter: Python int, the most iterations.
         tol: stop when the lower bound changes by less than ``tol``.
-        chunk_size: rows per chunk (default :func:`default_chunk_size`).
+        chunk_size: rows per chunk (default
+            :func:`keras_gmm.ops.em.default_chunk_size`).
         prev_bound: the lower bound of the iteration before the first one
             (to continue a run: convergence compares with it).
         iter_limit: a scalar tensor ``<= max_iter``: run at most this many
@@ -125,40 +219,208 @@ def em_iterations(
     """
     n, d = int(x.shape[0]), int(x.shape[1])
     k = int(means.shape[0])
-    dtype = x.dtype
     if chunk_size is None:
         chunk_size = em.default_chunk_size(k, d, covariance_type)
-    chunk_size = min(int(chunk_size), n)
-    n_chunks = -(-n // chunk_size)
-    reg_covar = tf.cast(reg_covar, dtype)
-    tol = tf.cast(tol, dtype)
-
-    def chunk(i):
-        # The last chunk repeats the final row up to chunk_size rows, masked
-        # out: one chunk graph to compile, not a second one for the tail.
-        rows = i * chunk_size + tf.range(chunk_size)
-        if n % chunk_size == 0:
-            return tf.gather(x, rows), None
-        return tf.gather(x, tf.minimum(rows, n - 1)), tf.cast(rows < n, dtype)
 
     def one_pass(params):
         w, mu, pc = params
+        stats, log_prob_sum = pass_statistics(x, w, mu, pc, covariance_type, chunk_size)
+        return log_prob_sum / n, m_step_unchecked(stats, mu, covariance_type, reg_covar)
 
-        def body(i, stats, log_prob_sum):
-            rows, mask = chunk(i)
-            s, lp = em.batch_statistics(rows, w, mu, pc, covariance_type, mask=mask)
-            return i + 1, em.add_statistics(stats, s), log_prob_sum + lp
-
-        zero = em.zero_statistics(k, d, covariance_type, dtype)
-        _, stats, log_prob_sum = tf.while_loop(
-            lambda i, *_: i < n_chunks, body, (0, zero, tf.zeros((), dtype))
-        )
-        new_w, new_mu, _, new_pc = em.m_step(stats, mu, covariance_type, reg_covar)
-        return log_prob_sum / n, (new_w, new_mu, new_pc)
-
-    params = tuple(
-        tf.cast(t, dtype) for t in (weights, means, precisions_cholesky)
+    params = _cast_params((weights, means, precisions_cholesky), x.dtype)
+    params, bounds, it, converged, failed = iterate(
+        one_pass, params, max_iter, tol, prev_bound, iter_limit
     )
+    return (*params, bounds, it, converged, failed)
+
+
+# --------------------------------------------------------------------------
+# in-memory EM for a layer's fit: op by op, or XLA-compiled blocks
+# --------------------------------------------------------------------------
+#: Multiply-adds of one EM pass (:func:`pass_work`) up to which a fit of
+#: in-memory data runs op by op (eagerly) rather than XLA-compiled: tracing
+#: and compiling a pass costs about 0.5-1 s once per mixture shape and
+#: process, more than a whole eager fit of data this small (measured: wine,
+#: digits, 20k blobs fit eagerly in a fraction of the compile time).
+EAGER_MAX_WORK = 1 << 26
+
+#: Rows of one XLA-compiled block (a multiple of the chunk size, and at most
+#: BLOCK_BYTES of data): the compiled pass has this fixed shape, so one
+#: compilation serves every number of rows; larger data make several calls.
+BLOCK_ROWS = 1 << 16
+BLOCK_BYTES = 16 << 20
+
+#: Elements of ``[chunk, K, D]`` up to which an eager pass takes all rows in
+#: one chunk (each chunk costs its ops' dispatch; memory stays small).
+EAGER_CHUNK_ELEMENTS = 1 << 22
+
+
+def pass_work(n, n_components, n_features, covariance_type):
+    """Multiply-adds of one EM pass, about: ``N K D`` (``N K D^2`` for a
+    type with ``D x D`` factors)."""
+    cov = covariance.get(covariance_type)
+    return n * n_components * n_features * (n_features if cov.matrix else 1)
+
+
+def use_xla(work):
+    """Whether work of this many multiply-adds a pass (:func:`pass_work`)
+    is XLA-compiled, else run op by op: above :data:`EAGER_MAX_WORK`."""
+    return work > EAGER_MAX_WORK
+
+
+_COMPILED = {}
+_EAGER_USES = {}
+
+
+def compiled(fn, *key, jit=True):
+    """``fn`` as a ``tf.function`` (``jit``: XLA-compiled), one per
+    ``(fn, *key, jit)`` in the process: callers key it by everything that
+    fixes its shapes and trace (components, features, covariance type,
+    dtype, chunk and block rows), so one compilation serves every layer
+    instance and every fit of that shape. No AutoGraph: the ops write their
+    loops and branches as ``tf.while_loop`` / ``tf.cond``."""
+    entry = (fn, *key, jit)
+    function = _COMPILED.get(entry)
+    if function is None:
+        function = _COMPILED[entry] = tf.function(
+            fn, jit_compile=jit, autograph=False
+        )
+    return function
+
+
+def small(fn, *key):
+    """How to run ``fn`` on small data (below :data:`EAGER_MAX_WORK`) for
+    this static ``key``: op by op the first time in the process (no
+    tracing: the fastest first fit), then as a traced ``tf.function``
+    without XLA (a later fit of the same shape, e.g. ``n_init``, a refit, a
+    new layer, skips the per-op dispatch). Both run TensorFlow's own
+    kernels, so the numbers are the same up to rounding."""
+    entry = (fn, *key)
+    if entry not in _EAGER_USES:
+        _EAGER_USES[entry] = True
+        return fn
+    return compiled(fn, *key, jit=False)
+
+
+def block_rows(chunk_size, n_features, dtype):
+    """Rows of one compiled block: ``chunk_size`` times the most chunks
+    within :data:`BLOCK_ROWS` rows and :data:`BLOCK_BYTES` bytes (at least
+    one)."""
+    itemsize = tf.as_dtype(dtype).size
+    chunks = min(BLOCK_ROWS // chunk_size,
+                 BLOCK_BYTES // max(chunk_size * n_features * itemsize, 1))
+    return chunk_size * max(chunks, 1)
+
+
+def row_blocks(x, rows):
+    """``x [N, D]`` as ``[(block [rows, D], n_valid)]``: slices of ``x``
+    (dim-0 slices share its buffer), the last one padded with zeros to
+    ``rows`` rows; ``n_valid`` an int32 scalar tensor."""
+    x = tf.convert_to_tensor(x)
+    n = int(x.shape[0])
+    blocks = []
+    for start in range(0, n, rows):
+        block = x[start:start + rows]
+        valid = int(block.shape[0])
+        if valid < rows:
+            block = tf.concat([block, tf.zeros([rows - valid, x.shape[1]], x.dtype)], 0)
+        blocks.append((block, tf.constant(valid, tf.int32)))
+    return blocks
+
+
+class InMemoryData:
+    """In-memory rows prepared once per fit for :func:`in_memory_em`, with
+    the way its passes run: op by op (``compiled`` False: small data, see
+    :func:`use_xla`) over ``x`` in one or a few chunks, or XLA-compiled over
+    fixed-shape blocks (:func:`row_blocks`) with the chunk size the layer
+    asked for.
+
+    Args:
+        x: ``[N, D]`` tensor (or array) in the fit's dtype.
+        n_components: ``K``.
+        covariance_type: the covariance type's name.
+        chunk_size: rows per chunk (None: :func:`keras_gmm.ops.em.
+            default_chunk_size`).
+        compiled: force (True) or forbid (False) XLA; None: :func:`use_xla`.
+    """
+
+    def __init__(self, x, n_components, covariance_type, chunk_size=None,
+                 compiled=None):
+        self.x = tf.convert_to_tensor(x)
+        self.n, self.d = int(self.x.shape[0]), int(self.x.shape[1])
+        self.k = int(n_components)
+        default = em.default_chunk_size(self.k, self.d, covariance_type)
+        if compiled is None:
+            compiled = use_xla(pass_work(self.n, self.k, self.d, covariance_type))
+        self.compiled = bool(compiled)
+        if self.compiled:
+            self.chunk_size = int(chunk_size or default)
+            self.block_rows = block_rows(self.chunk_size, self.d, self.x.dtype)
+            self.blocks = row_blocks(self.x, self.block_rows)
+        else:
+            one_chunk = self.n * self.k * self.d <= EAGER_CHUNK_ELEMENTS
+            self.chunk_size = int(chunk_size or (self.n if one_chunk else default))
+            self.block_rows, self.blocks = None, None
+
+
+def _block_statistics(block, n_valid, log_weights, log_det, means,
+                      precisions_cholesky, covariance_type, chunk_size):
+    # log(weights) and log|P| come in computed: fewer transcendental
+    # fusions to compile (each costs tens of ms of XLA compilation)
+    return pass_statistics(block, None, means, precisions_cholesky,
+                           covariance_type, chunk_size, n_valid,
+                           log_weights=log_weights, log_det=log_det)
+
+
+def in_memory_em(data, weights, means, precisions_cholesky, covariance_type,
+                 reg_covar, max_iter, tol, prev_bound=-np.inf, iter_limit=None):
+    """:func:`em_iterations` over :class:`InMemoryData`, called eagerly.
+
+    Small data run :func:`em_iterations` op by op (no tracing, no
+    compilation: the first fit of a process costs no more than a later one).
+    Larger data run :func:`iterate` eagerly, each pass summing the
+    statistics of the fixed-shape blocks with one XLA-compiled function per
+    (components, features, covariance type, dtype, chunk and block rows)
+    (:func:`compiled`: any number of rows, any layer instance), and the
+    M-step op by op (it is ``O(K D^3)``, not worth a compilation). Same
+    math, same loop rule, same results up to rounding either way.
+
+    Args:
+        data: :class:`InMemoryData`.
+        weights, means, precisions_cholesky, covariance_type, reg_covar,
+        max_iter, tol, prev_bound, iter_limit: as :func:`em_iterations`.
+
+    Returns:
+        As :func:`em_iterations`.
+    """
+    dtype = data.x.dtype
+    if not data.compiled:
+        run = small(em_iterations, data.n, data.k, data.d, covariance_type,
+                    dtype.name, data.chunk_size, int(max_iter))
+        # tensors, not Python floats: a traced run serves every value
+        return run(
+            data.x, weights, means, precisions_cholesky, covariance_type,
+            tf.constant(reg_covar, dtype), int(max_iter), tf.constant(tol, dtype),
+            data.chunk_size, tf.cast(prev_bound, dtype),
+            None if iter_limit is None else tf.cast(iter_limit, tf.int32),
+        )
+    step = compiled(_block_statistics, data.k, data.d, covariance_type, dtype.name,
+                    data.chunk_size, data.block_rows)
+
+    def one_pass(params):
+        w, mu, pc = params
+        log_w, log_det = log_terms(w, mu, pc, covariance_type)
+        total = None
+        for block, n_valid in data.blocks:
+            part = step(block, n_valid, log_w, log_det, mu, pc, covariance_type,
+                        data.chunk_size)
+            total = part if total is None else tf.nest.map_structure(tf.add, total, part)
+        stats, log_prob_sum = total
+        return log_prob_sum / data.n, m_step_unchecked(
+            em.Stats(*stats), mu, covariance_type, reg_covar
+        )
+
+    params = _cast_params((weights, means, precisions_cholesky), dtype)
     params, bounds, it, converged, failed = iterate(
         one_pass, params, max_iter, tol, prev_bound, iter_limit
     )

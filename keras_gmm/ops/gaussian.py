@@ -24,6 +24,7 @@ __all__ = [
     "log_gaussian_prob",
     "log_mixture_prob",
     "log_responsibilities",
+    "responsibilities",
     "covariance_cholesky",
     "stddevs",
     "covariances",
@@ -79,7 +80,8 @@ def expansion_condition(means, precisions_cholesky, covariance_type):
     )
 
 
-def log_gaussian_prob(x, means, precisions_cholesky, covariance_type, expand=False):
+def log_gaussian_prob(x, means, precisions_cholesky, covariance_type, expand=False,
+                      log_det=None):
     """Per-component Gaussian log-densities of ``x``.
 
     Args:
@@ -91,6 +93,9 @@ def log_gaussian_prob(x, means, precisions_cholesky, covariance_type, expand=Fal
         expand: for un-batched "diag"/"spherical", compute the Mahalanobis
             term as matrix products (fast, error ``eps * D * kappa``, see
             :func:`expansion_condition`) instead of exactly.
+        log_det: optional precomputed :func:`log_det_cholesky` of
+            ``precisions_cholesky`` (a loop over chunks of data computes it
+            once).
 
     Returns:
         ``[..., K]``: ``log N(x | means[k], covariance[k])`` for each component,
@@ -106,7 +111,8 @@ def log_gaussian_prob(x, means, precisions_cholesky, covariance_type, expand=Fal
         sq = cov.sq_mahalanobis_gemm(x, means, precisions_cholesky)
     else:
         sq = cov.sq_mahalanobis(x[..., None, :] - means, precisions_cholesky)
-    log_det = cov.log_det(precisions_cholesky, event_size)
+    if log_det is None:
+        log_det = cov.log_det(precisions_cholesky, event_size)
     return -0.5 * (event_size * LOG_2PI + sq) + log_det
 
 
@@ -146,6 +152,30 @@ def log_responsibilities(
     )
     log_prob = tf.reduce_logsumexp(log_joint, axis=-1)
     return log_joint - log_prob[..., None], log_prob
+
+
+def responsibilities(x, log_weights, means, precisions_cholesky, covariance_type,
+                     expand=False, log_det=None):
+    """:func:`log_responsibilities` in probability space, with one ``exp``.
+
+    ``e = exp(log_joint - m)`` with ``m`` the row maximum (0 where it is not
+    finite, as ``tf.reduce_logsumexp``), ``resp = e / sum(e)`` and
+    ``log p(x) = m + log(sum(e))``: the same numbers up to rounding as
+    ``exp(log_resp)``, one ``[..., K]`` exponential fewer (EM's E-step).
+    ``expand``, ``log_det`` as in :func:`log_gaussian_prob`.
+
+    Returns:
+        ``(resp [..., K], log_prob [...])``.
+    """
+    log_joint = log_weights + log_gaussian_prob(
+        x, means, precisions_cholesky, covariance_type, expand=expand,
+        log_det=log_det,
+    )
+    top = tf.reduce_max(log_joint, axis=-1, keepdims=True)
+    top = tf.stop_gradient(tf.where(tf.math.is_finite(top), top, tf.zeros_like(top)))
+    e = tf.exp(log_joint - top)
+    total = tf.reduce_sum(e, axis=-1, keepdims=True)
+    return e / total, tf.squeeze(tf.math.log(total) + top, axis=-1)
 
 
 # --------------------------------------------------------------------------

@@ -214,3 +214,69 @@ def test_streamed_steps_keep_static_shapes_across_mixture_shapes():
                 tf.data.Dataset.from_tensor_slices(x).batch(batch), (w, m, p), "diag", REG
             )
             assert np.isfinite(step.bound)
+
+
+# --------------------------------------------------------------------------
+# in-memory EM for a layer's fit: eager, traced, XLA-compiled blocks
+# --------------------------------------------------------------------------
+def test_chunked_sum_counts_only_the_valid_rows():
+    x = tf.constant(np.arange(20.0).reshape(10, 2))
+    zero = tf.zeros((), tf.float64)
+
+    def row_sum(rows, mask):
+        total = tf.reduce_sum(rows, axis=1)
+        return tf.reduce_sum(total if mask is None else total * mask)
+
+    full = em_driver.chunked_sum(row_sum, x, zero, 4)  # a masked tail
+    part = em_driver.chunked_sum(row_sum, x, zero, 4, n_valid=tf.constant(7))
+    assert float(full) == np.arange(20.0).sum()
+    assert float(part) == np.arange(14.0).sum()
+
+
+@pytest.mark.parametrize("covariance_type", COV_TYPES)
+def test_in_memory_em_blocks_equal_the_one_graph_loop(covariance_type, monkeypatch):
+    # XLA-compiled fixed-shape blocks (3 blocks of 96 rows, the last padded)
+    # give em_iterations' run, and one compilation serves two data sizes
+    monkeypatch.setattr(em_driver, "BLOCK_ROWS", 96)
+    x = tf.constant(_blobs(n=250, d=3, k=3))
+    params = em.parameters_from_resp(x, _random_resp(250, 3, seed=4),
+                                     covariance_type, REG)
+    params = (params[0], params[1], params[3])
+    ref = em_driver.em_iterations(x, *params, covariance_type, REG, 6, 0.0, 32)
+    data = em_driver.InMemoryData(x, 3, covariance_type, 32, compiled=True)
+    assert data.block_rows == 96 and len(data.blocks) == 3
+    out = em_driver.in_memory_em(data, *params, covariance_type, REG, 6, 0.0)
+    assert int(out[4]) == int(ref[4]) == 6
+    np.testing.assert_allclose(out[3].numpy(), ref[3].numpy(), rtol=1e-12)
+    for a, b in zip(out[:3], ref[:3]):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10, atol=1e-12)
+    step = em_driver.compiled(em_driver._block_statistics, 3, 3, covariance_type,
+                              "float64", 32, 96)
+    other = em_driver.InMemoryData(x[:130], 3, covariance_type, 32, compiled=True)
+    em_driver.in_memory_em(other, *params, covariance_type, REG, 2, 0.0)
+    assert step.experimental_get_tracing_count() == 1
+
+
+def test_in_memory_em_small_data_run_eagerly_then_traced():
+    x = tf.constant(_blobs(n=90, d=2, k=3, seed=5))
+    params = em.parameters_from_resp(x, _random_resp(90, 3, seed=2), "full", REG)
+    params = (params[0], params[1], params[3])
+    data = em_driver.InMemoryData(x, 3, "full")
+    assert not data.compiled and data.chunk_size == 90  # one eager chunk
+    key = (em_driver.em_iterations, 90, 3, 2, "full", "float64", 90, 7)
+    em_driver._EAGER_USES.pop(key, None)
+    first = em_driver.in_memory_em(data, *params, "full", REG, 7, 1e-8)
+    assert key in em_driver._EAGER_USES
+    second = em_driver.in_memory_em(data, *params, "full", REG, 7, 1e-8)
+    traced = em_driver._COMPILED[(*key, False)]
+    assert traced.experimental_get_tracing_count() == 1
+    for a, b in zip(first, second):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12)
+
+
+def test_use_xla_follows_the_work_of_a_pass():
+    assert not em_driver.use_xla(em_driver.pass_work(178, 3, 13, "full"))
+    assert em_driver.use_xla(em_driver.pass_work(200_000, 16, 16, "full"))
+    # "diag" does N K D work a pass, "full" N K D^2
+    assert em_driver.pass_work(10, 2, 3, "full") == 3 * em_driver.pass_work(
+        10, 2, 3, "diag")

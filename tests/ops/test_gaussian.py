@@ -73,6 +73,14 @@ def test_log_mixture_prob_and_responsibilities(covariance_type):
     np.testing.assert_allclose(
         log_resp.numpy(), np.log(w) + comp - want[:, None], rtol=1e-9, atol=1e-9
     )
+    # the same in probability space with one exp (EM's E-step), also with
+    # a precomputed log-determinant
+    log_det = gaussian.log_det_cholesky(tf.constant(p), covariance_type, d)
+    for kwargs in ({}, {"log_det": log_det}):
+        resp, log_prob = gaussian.responsibilities(*args, covariance_type, **kwargs)
+        np.testing.assert_allclose(log_prob.numpy(), want, rtol=1e-10)
+        np.testing.assert_allclose(resp.numpy(), np.exp(np.log(w) + comp - want[:, None]),
+                                   rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("covariance_type", COV_TYPES)

@@ -1,0 +1,621 @@
+"""BayesianGaussianMixtureEM: scikit-learn's variational Gaussian mixture as a
+Keras layer (compiled, streamed, distributed).
+
+The math is :mod:`keras_gmm.ops.bayesian` (scikit-learn's
+``BayesianGaussianMixture``: Dirichlet-process or Dirichlet weight priors,
+Wishart precisions, Gaussian means); the fit rules (``n_init``, warm start,
+``max_iter=0``, ``ConvergenceWarning``, the data checks) are the batch-fit
+mixin of :mod:`keras_gmm.layers._mixture_state`, shared with
+:class:`keras_gmm.GaussianMixtureEM`. Arrays run one XLA-compiled loop
+(:func:`keras_gmm.ops.bayesian.variational_iterations`); a
+``tf.data.Dataset``, or any input under a ``tf.distribute`` strategy, is
+streamed, one pass per iteration, each replica's statistics summed by one
+all-reduce.
+"""
+
+import math
+import weakref
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_gmm import _validation
+from keras_gmm.layers._mixture_state import BatchFit, MixtureState
+from keras_gmm.layers.gaussian_mixture_em import (
+    OUTPUTS,
+    check_init_params,
+    initial_resp,
+)
+from keras_gmm.ops import bayesian, em
+
+__all__ = ["BayesianGaussianMixtureEM"]
+
+
+def _initial_state(x, n_components, init_params, covariance_type,
+                   weight_concentration_prior_type, reg_covar, seed, priors):
+    """scikit-learn's ``_initialize_parameters`` of the Bayesian mixture: the
+    variational M-step of the initial responsibilities (unchecked: the caller
+    checks the factor eagerly, XLA drops assertions)."""
+    resp = initial_resp(x, n_components, init_params, seed)
+    return bayesian.initial_state_from_resp(
+        x, resp, priors, covariance_type, reg_covar, weight_concentration_prior_type
+    )
+
+
+# Compiled once per (data shape, types, max_iter, chunk size) and shared by
+# every layer; tol, reg_covar and the bounds are tensors (no retrace per value).
+_INITIAL_STATE = tf.function(_initial_state, jit_compile=True, autograph=False)
+_VARIATIONAL_ITERATIONS = tf.function(
+    bayesian.variational_iterations, jit_compile=True, autograph=False
+)
+_VARIATIONAL_PASS = tf.function(
+    lambda totals, state, priors, ctype, reg_covar, wtype: bayesian.variational_pass(
+        totals, state, priors, ctype, reg_covar, wtype, check=False
+    ),
+    autograph=False,
+)
+
+# The streamed batch steps, one per (mixture shape, dtype, types), and per
+# strategy for the distributed one (a trace captures its strategy).
+# TODO(em_driver): the strategy mechanics are em_driver's batch step for EM;
+# a generic streamed loop there would serve both.
+_STEPS = {}
+_DISTRIBUTED_STEPS = weakref.WeakKeyDictionary()
+
+
+def _make_step(strategy, covariance_type, weight_concentration_prior_type):
+    def statistics(batch, state):
+        totals = bayesian.batch_statistics(
+            batch, state, covariance_type, weight_concentration_prior_type
+        )
+        finite_rows = tf.reduce_all(tf.math.is_finite(batch), axis=-1)
+        nonfinite = tf.reduce_sum(tf.cast(tf.logical_not(finite_rows), batch.dtype))
+        return totals, tf.cast(tf.shape(batch)[0], batch.dtype), nonfinite
+
+    def step(batch, state):
+        if strategy is None:
+            return statistics(batch, state)
+        # The statistics are plain sums: one all-reduce (SUM) of each
+        # replica's gives those of the batch.
+        per_replica = strategy.run(statistics, args=(batch, state))
+        return tf.nest.map_structure(
+            lambda t: strategy.reduce(tf.distribute.ReduceOp.SUM, t, axis=None),
+            per_replica,
+        )
+
+    return tf.function(step, reduce_retracing=True, autograph=False)
+
+
+def _batch_step(means, covariance_type, weight_concentration_prior_type):
+    strategy = tf.distribute.get_strategy() if tf.distribute.has_strategy() else None
+    steps = _STEPS if strategy is None else _DISTRIBUTED_STEPS.setdefault(strategy, {})
+    key = (tuple(means.shape), means.dtype, covariance_type,
+           weight_concentration_prior_type)
+    if key not in steps:
+        steps[key] = _make_step(strategy, covariance_type,
+                                weight_concentration_prior_type)
+    return steps[key]
+
+
+def _distributed(dataset):
+    if tf.distribute.has_strategy():
+        return tf.distribute.get_strategy().experimental_distribute_dataset(dataset)
+    return dataset
+
+
+@keras.saving.register_keras_serializable(package="keras_gmm")
+class BayesianGaussianMixtureEM(MixtureState, BatchFit, keras.layers.Layer):
+    """A variational Bayesian Gaussian mixture, as a Keras layer.
+
+    scikit-learn's ``BayesianGaussianMixture`` (same priors, updates and
+    lower bound; the same numbers from the same initial responsibilities),
+    whose posterior lives in non-trainable weights: a model holding it saves
+    to ``.keras``, loads and exports like any Keras model. With the
+    Dirichlet-process prior (default) and a small
+    ``weight_concentration_prior``, the components the data do not need get
+    weights near 0: fit an upper bound ``K`` and count the components that
+    keep weight.
+
+    The model (Bishop 2006, 10.2): weights ``~ Dir(alpha_0 / K)``
+    ("dirichlet_distribution") or stick-breaking ``Beta(1, alpha_0)``
+    ("dirichlet_process"); each precision ``~ Wishart(nu_0, W_0)``, each mean
+    ``~ N(m_0, (beta_0 Lambda_k)^-1)``. The mean-field posterior has the same
+    families; an iteration is a variational E-step and M-step on the same
+    accumulable statistics as EM (:mod:`keras_gmm.ops.bayesian`), and the
+    lower bound is scikit-learn's (constants dropped).
+
+    Args:
+        num_components: the upper bound ``K`` on the number of components.
+        covariance_type: "full" (default), "tied", "diag" or "spherical".
+        tol: convergence threshold on the change of the lower bound.
+        reg_covar: >= 0, added to the diagonal of the data covariances.
+        max_iter: iterations per initialisation (>= 0; 0 keeps the initial
+            posterior); a run that stops there warns
+            (``ConvergenceWarning``).
+        n_init: initialisations; the highest lower bound is kept.
+        init_params: as :class:`keras_gmm.GaussianMixtureEM`'s
+            ("kmeans++_assign", "kmeans", "k-means++", "random",
+            "random_from_data"): the initial responsibilities, whose
+            variational M-step is the initial posterior.
+        weight_concentration_prior_type: "dirichlet_process" (default) or
+            "dirichlet_distribution".
+        weight_concentration_prior: ``alpha_0 > 0`` (None: ``1 / K``);
+            smaller values empty more components.
+        mean_precision_prior: ``beta_0 > 0`` (None: 1).
+        mean_prior: ``m_0`` ``[D]`` (None: the data mean).
+        degrees_of_freedom_prior: ``nu_0 > D - 1`` (None: ``D``).
+        covariance_prior: ``W_0^-1``: ``[D, D]`` for full/tied, ``[D]`` for
+            diag, a number for spherical (None: the data's covariance,
+            ``ddof=1``).
+        warm_start: continue from the current posterior on the next ``fit``
+            (its convergence test continues from ``lower_bound_``).
+        seed: int seed of the initialisations (None: fresh draws).
+        output: what ``call`` returns: "responsibilities" ``[batch, K]``,
+            "log_prob" ``[batch]`` (scikit-learn's ``score_samples``: the
+            logsumexp of ``E[log pi_k] + E[log N(x | mu_k, Lambda_k^-1)]``)
+            or "both" (a dict).
+
+    Call arguments:
+        inputs: ``[..., D]`` features.
+
+    Input shape:
+        ``[..., D]``.
+
+    Output shape:
+        ``[..., K]``, ``[...]`` or a dict of both (``output``), in the
+        variables' dtype (float32 under ``mixed_float16``).
+
+    Fitted state. scikit-learn's attributes: ``weights_`` (posterior mean
+    weights), ``means_``, ``covariances_`` (``W_k^-1 / nu_k``),
+    ``precisions_``, ``precisions_cholesky_``, ``weight_concentration_``
+    (a pair ``(a, b)`` of Beta parameters for the Dirichlet process, else
+    ``[K]``), ``mean_precision_``, ``degrees_of_freedom_``, the resolved
+    priors ``weight_concentration_prior_``, ``mean_precision_prior_``,
+    ``mean_prior_``, ``degrees_of_freedom_prior_``, ``covariance_prior_``,
+    and ``converged_``, ``n_iter_``, ``lower_bound_``. All are weights (they
+    survive ``.keras``) except ``lower_bounds_``. Before ``fit`` they raise
+    :class:`~keras_gmm.layers._mixture_state.NotFittedError`.
+
+    Non-finite input. As :class:`keras_gmm.GaussianMixtureEM`: ``fit``
+    refuses NaN/inf rows; ``predict_proba``/``score_samples`` give NaN and
+    ``predict`` ``-1`` for such a row.
+
+    Example:
+
+    >>> import numpy as np, keras_gmm
+    >>> rng = np.random.default_rng(0)
+    >>> x = np.concatenate([rng.normal(size=(150, 2)) - 5,
+    ...                     rng.normal(size=(150, 2)) + 5])
+    >>> bgm = keras_gmm.BayesianGaussianMixtureEM(
+    ...     6, "diag", weight_concentration_prior=1e-3, seed=0, dtype="float64")
+    >>> _ = bgm.fit(x, verbose=0)
+    >>> int(np.sum(bgm.weights_ > 0.01))
+    2
+
+    Reference:
+        Bishop, *Pattern Recognition and Machine Learning*, 2006, 10.2;
+        Blei & Jordan, *Variational inference for Dirichlet process
+        mixtures*, Bayesian Analysis 1(1), 2006.
+    """
+
+    _fit_hint = "call fit(x) first"
+
+    def __init__(
+        self,
+        num_components,
+        covariance_type="full",
+        tol=1e-3,
+        reg_covar=1e-6,
+        max_iter=100,
+        n_init=1,
+        init_params="kmeans++_assign",
+        weight_concentration_prior_type="dirichlet_process",
+        weight_concentration_prior=None,
+        mean_precision_prior=None,
+        mean_prior=None,
+        degrees_of_freedom_prior=None,
+        covariance_prior=None,
+        warm_start=False,
+        seed=None,
+        output="responsibilities",
+        **kwargs,
+    ):
+        self._init_mixture_state(covariance_type, reg_covar, 0.0, kwargs,
+                                 zero_reg_covar=True)
+        check = _validation
+        self.num_components = check.check_positive_int(num_components, "num_components")
+        self.tol = check.check_number(tol, "tol", low=0.0)
+        self.max_iter = check.check_int(max_iter, "max_iter", minimum=0)
+        self.n_init = check.check_positive_int(n_init, "n_init")
+        self.init_params = check_init_params(init_params)
+        self.weight_concentration_prior_type = (
+            bayesian.check_weight_concentration_prior_type(
+                weight_concentration_prior_type
+            )
+        )
+        self.weight_concentration_prior = self._optional_positive(
+            weight_concentration_prior, "weight_concentration_prior")
+        self.mean_precision_prior = self._optional_positive(
+            mean_precision_prior, "mean_precision_prior")
+        self.degrees_of_freedom_prior = self._optional_positive(
+            degrees_of_freedom_prior, "degrees_of_freedom_prior")
+        self.mean_prior = None if mean_prior is None else _validation.check_array(
+            mean_prior, "mean_prior", ndim=1, dtype=np.float64)
+        # (its shape and definiteness are checked against the data in fit)
+        if covariance_prior is None:
+            self.covariance_prior = None
+        elif not self._covariance.component_shape(1):  # one variance: a number
+            self.covariance_prior = check.check_positive(
+                covariance_prior, "covariance_prior")
+        else:
+            self.covariance_prior = _validation.check_array(
+                covariance_prior, "covariance_prior", dtype=np.float64)
+        self.warm_start = check.check_bool(warm_start, "warm_start")
+        self.seed = check.check_seed(seed)
+        self.output_mode = check.check_one_of(output, "output", OUTPUTS)
+        self._rng = np.random.default_rng(seed)
+        self.lower_bounds_ = []
+        self._priors = None
+
+    @staticmethod
+    def _optional_positive(value, name):
+        return None if value is None else _validation.check_positive(value, name)
+
+    @property
+    def _weight_prior_shape(self):
+        k = self.num_components
+        return (2, k) if self.weight_concentration_prior_type == "dirichlet_process" else (k,)
+
+    # ------------------------------------------------------------------ state
+    def build(self, input_shape):
+        d = input_shape[-1]
+        if d is None:
+            raise ValueError(
+                "The feature axis of the input to BayesianGaussianMixtureEM must "
+                f"be known; received input_shape={tuple(input_shape)}."
+            )
+        k, d = self.num_components, int(d)
+        cov = self._covariance
+        self._build_mixture_state(k, d, fitted_flag=True, moving=False)
+        weight = self._state_weight
+        self.weight_concentration = weight(
+            "weight_concentration", self._weight_prior_shape, "ones")
+        self.mean_precision = weight("mean_precision", (k,), "ones")
+        self.degrees_of_freedom = weight(
+            "degrees_of_freedom", () if cov.shared else (k,),
+            keras.initializers.Constant(float(d)))
+        self.weight_concentration_prior_var = weight(
+            "weight_concentration_prior", (), "ones")
+        self.mean_precision_prior_var = weight("mean_precision_prior", (), "ones")
+        self.mean_prior_var = weight("mean_prior", (d,), "zeros")
+        self.degrees_of_freedom_prior_var = weight(
+            "degrees_of_freedom_prior", (), keras.initializers.Constant(float(d)))
+        self.covariance_prior_var = weight(
+            "covariance_prior", cov.component_shape(d),
+            keras.initializers.Constant(
+                cov.identity_precisions_cholesky(1, d).reshape(cov.component_shape(d))
+            ),
+        )
+        self._build_fit_summary()
+
+    def _state(self):
+        """The posterior as a :class:`keras_gmm.ops.bayesian.VariationalState`."""
+        concentration = tf.convert_to_tensor(self.weight_concentration)
+        if self.weight_concentration_prior_type == "dirichlet_process":
+            concentration = (concentration[0], concentration[1])
+        prec_chol = tf.convert_to_tensor(self.precisions_cholesky)
+        return bayesian.VariationalState(
+            concentration, tf.convert_to_tensor(self.mean_precision),
+            tf.convert_to_tensor(self.means),
+            tf.convert_to_tensor(self.degrees_of_freedom),
+            self._covariance.covariances(prec_chol), prec_chol,
+        )
+
+    def _stored_priors(self):
+        return bayesian.Priors(*(tf.convert_to_tensor(v) for v in (
+            self.weight_concentration_prior_var, self.mean_precision_prior_var,
+            self.mean_prior_var, self.degrees_of_freedom_prior_var,
+            self.covariance_prior_var,
+        )))
+
+    def _fitted_numpy(self, name):
+        self._check_fitted()  # (before the weight is read: it may not exist)
+        return getattr(self, name).numpy()
+
+    @property
+    def weight_concentration_(self):
+        """``(a [K], b [K])`` (Dirichlet process) or ``[K]``."""
+        value = self._fitted_numpy("weight_concentration")
+        if self.weight_concentration_prior_type == "dirichlet_process":
+            return value[0], value[1]
+        return value
+
+    @property
+    def mean_precision_(self):
+        return self._fitted_numpy("mean_precision")
+
+    @property
+    def degrees_of_freedom_(self):
+        return self._fitted_numpy("degrees_of_freedom")
+
+    @property
+    def weight_concentration_prior_(self):
+        return float(self._fitted_numpy("weight_concentration_prior_var"))
+
+    @property
+    def mean_precision_prior_(self):
+        return float(self._fitted_numpy("mean_precision_prior_var"))
+
+    @property
+    def mean_prior_(self):
+        return self._fitted_numpy("mean_prior_var")
+
+    @property
+    def degrees_of_freedom_prior_(self):
+        return float(self._fitted_numpy("degrees_of_freedom_prior_var"))
+
+    @property
+    def covariance_prior_(self):
+        value = self._fitted_numpy("covariance_prior_var")
+        return float(value) if value.ndim == 0 else value
+
+    # ------------------------------------------------------------------ call
+    def call(self, inputs):
+        # Probability math in the variables' dtype, never in float16.
+        x = tf.cast(inputs, self.variable_dtype)
+        self._check_fitted_call()
+        log_resp, log_prob = self._log_resp_of(x)
+        if self.output_mode == "responsibilities":
+            return tf.exp(log_resp)
+        if self.output_mode == "log_prob":
+            return log_prob
+        return {"responsibilities": tf.exp(log_resp), "log_prob": log_prob}
+
+    def compute_output_shape(self, input_shape):
+        resp = tuple(input_shape[:-1]) + (self.num_components,)
+        if self.output_mode == "responsibilities":
+            return resp
+        if self.output_mode == "log_prob":
+            return tuple(input_shape[:-1])
+        return {"responsibilities": resp, "log_prob": tuple(input_shape[:-1])}
+
+    def compute_output_spec(self, inputs):
+        shape = self.compute_output_shape(tuple(inputs.shape))
+        dtype = self.variable_dtype
+        if isinstance(shape, dict):
+            return {key: keras.KerasTensor(s, dtype=dtype) for key, s in shape.items()}
+        return keras.KerasTensor(shape, dtype=dtype)
+
+    def _log_resp_of(self, x):
+        return bayesian.variational_log_resp(
+            x, self._state(), self.covariance_type, self.weight_concentration_prior_type
+        )
+
+    # ------------------------------------------------------------------ fit
+    def _prior_arguments(self):
+        return dict(
+            weight_concentration_prior=self.weight_concentration_prior,
+            mean_precision_prior=self.mean_precision_prior,
+            mean_prior=self.mean_prior,
+            degrees_of_freedom_prior=self.degrees_of_freedom_prior,
+            covariance_prior=self.covariance_prior,
+        )
+
+    def _data_moments(self, dataset):
+        """The data's mean and default covariance prior, streamed (one
+        pass; exact moments around the first batch's mean)."""
+        ctype, shift, total = self.covariance_type, None, None
+        for batch in dataset:
+            if shift is None:
+                shift = tf.reduce_mean(batch, axis=0)
+            stats = bayesian.data_statistics(batch, shift, ctype)
+            total = stats if total is None else em.add_statistics(total, stats)
+        if float(total.nk[0]) < 2:
+            raise ValueError("`x` must have at least 2 rows to estimate the priors.")
+        mean, cov_prior = bayesian.data_moments(total, shift, ctype)
+        return mean.numpy(), cov_prior.numpy()
+
+    def _prepare_fit(self, dataset, array, n_features):
+        """scikit-learn's ``_check_parameters``: the priors, with the
+        data-dependent defaults, checked and stored."""
+        kwargs = self._prior_arguments()
+        if array is not None:
+            if len(array) < 2:
+                raise ValueError("`x` must have at least 2 rows to estimate the priors.")
+            priors = bayesian.priors_from_data(
+                tf.constant(array), self.num_components, self.covariance_type,
+                **kwargs)
+        else:
+            need_data = kwargs["mean_prior"] is None or kwargs["covariance_prior"] is None
+            mean, cov_prior = self._data_moments(dataset) if need_data else (None, None)
+            priors = bayesian.resolve_priors(
+                self.num_components, n_features, self.covariance_type, mean, cov_prior,
+                dtype=self.dtype, **kwargs)
+        for variable, value in zip(
+            (self.weight_concentration_prior_var, self.mean_precision_prior_var,
+             self.mean_prior_var, self.degrees_of_freedom_prior_var,
+             self.covariance_prior_var), priors,
+        ):
+            variable.assign(tf.cast(value, variable.dtype))
+        self._priors = self._stored_priors()
+
+    def _scalar(self, value):
+        return tf.constant(value, self.dtype)
+
+    def _initial_parameters(self, dataset, array):
+        x = self._init_rows(dataset, array)
+        seed = tf.constant(self._rng.integers(0, 2**31 - 1, size=2), tf.int64)
+        state = _INITIAL_STATE(
+            x, self.num_components, self.init_params, self.covariance_type,
+            self.weight_concentration_prior_type, self._scalar(self.reg_covar), seed,
+            self._priors,
+        )
+        em.check_precisions_cholesky(state.precisions_cholesky)
+        return state
+
+    def _current_parameters(self):
+        return self._state()
+
+    def _store_parameters(self, state):
+        weights = bayesian.mixture_weights(
+            state.weight_concentration, self.weight_concentration_prior_type
+        )
+        self._assign_mixture(weights, state.means, state.precisions_cholesky)
+        concentration = state.weight_concentration
+        if isinstance(concentration, (tuple, list)):
+            concentration = tf.stack(concentration)
+        for variable, value in ((self.weight_concentration, concentration),
+                                (self.mean_precision, state.mean_precision),
+                                (self.degrees_of_freedom, state.degrees_of_freedom)):
+            variable.assign(tf.cast(value, variable.dtype))
+
+    def _ill_defined_message(self):
+        return em.ill_defined_covariance_message(self.dtype)
+
+    def _run_in_memory(self, x, state, progbar, batch_size, per_iteration):
+        """The whole variational loop compiled (:func:`keras_gmm.ops.
+        bayesian.variational_iterations`); with a progress bar, one
+        iteration per call (same graph)."""
+        bounds, prev, converged = [], -np.inf, False
+        while len(bounds) < self.max_iter and not converged:
+            limit = 1 if per_iteration else self.max_iter - len(bounds)
+            new, block, n_iter, converged, failed = _VARIATIONAL_ITERATIONS(
+                x, state, self._priors, self.covariance_type,
+                self.weight_concentration_prior_type, self._scalar(self.reg_covar),
+                self.max_iter, self._scalar(self.tol), batch_size,
+                self._scalar(prev), tf.constant(limit),
+            )
+            block = block.numpy()[: int(n_iter)].tolist()
+            if bool(failed):
+                raise ValueError(self._ill_defined_message())
+            for bound in block:
+                progbar.add(1, [("lower_bound", bound), ("change", bound - prev)])
+                prev = bound
+            bounds += block
+            state, converged = new, bool(converged)
+        return state, bounds, converged
+
+    def _streamed_pass(self, dataset, state):
+        """``(bound, new state)`` of one pass over ``dataset`` (each batch's
+        statistics all-reduced under a strategy)."""
+        ctype, wtype = self.covariance_type, self.weight_concentration_prior_type
+        step = _batch_step(state.means, ctype, wtype)
+        k, d = self.num_components, self.event_size
+        totals = bayesian.zero_statistics(k, d, ctype, state.means.dtype)
+        nonfinite = 0.0
+        for batch in _distributed(dataset):
+            stats, _, bad = step(batch, state)
+            totals = bayesian.add_statistics(totals, stats)
+            nonfinite += float(bad)
+        if nonfinite:
+            raise self._nonfinite_dataset_error(int(nonfinite))
+        bound, new = _VARIATIONAL_PASS(totals, state, self._priors, ctype,
+                                       self._scalar(self.reg_covar), wtype)
+        return float(bound), new
+
+    def _run_streamed(self, dataset, state, progbar, prev_bound=-np.inf):
+        """Streamed passes with :func:`keras_gmm.ops.em_driver.iterate`'s
+        rules (converged when the bound moves by less than ``tol``; a pass
+        giving non-finite values raises scikit-learn's error)."""
+        bounds, prev = [], prev_bound
+        for _ in range(self.max_iter):
+            bound, new = self._streamed_pass(dataset, state)
+            bounds.append(bound)
+            progbar.add(1, [("lower_bound", bound), ("change", bound - prev)])
+            finite = math.isfinite(bound) and all(
+                bool(tf.reduce_all(tf.math.is_finite(t))) for t in tf.nest.flatten(new)
+            )
+            if not finite:
+                raise ValueError(self._ill_defined_message())
+            state = new
+            if abs(bound - prev) < self.tol:
+                return state, bounds, True
+            prev = bound
+        return state, bounds, False
+
+    def initialize_from_responsibilities(self, x, resp):
+        """Set the posterior to the variational M-step of responsibilities
+        (scikit-learn's ``_initialize(X, resp)``), the priors resolved from
+        ``x``; a following ``fit`` with ``warm_start=True`` iterates from it,
+        its convergence test starting afresh. Starts a fit from another
+        clustering's labels (one-hot ``resp``), or from scikit-learn's.
+
+        Args:
+            x: array ``[n, D]`` (finite, at least 2 rows).
+            resp: array ``[n, K]`` of non-negative responsibilities.
+
+        Returns:
+            ``self``.
+        """
+        array = _validation.check_array(x, "x", ndim=2, min_rows=2)
+        resp = _validation.check_array(resp, "resp", ndim=2)
+        if resp.shape != (len(array), self.num_components) or np.any(resp < 0):
+            raise ValueError(
+                f"`resp` must be an array [n, K] = [{len(array)}, "
+                f"{self.num_components}] of non-negative responsibilities; "
+                f"received an array of shape {resp.shape}."
+            )
+        if not self.built:
+            self.build((None, array.shape[1]))
+        elif array.shape[1] != self.event_size:
+            raise ValueError(
+                f"`x` has {array.shape[1]} features but the layer was built for "
+                f"{self.event_size}."
+            )
+        array = array.astype(self.dtype, copy=False)
+        self._prepare_fit(None, array, array.shape[1])
+        state = bayesian.initial_state_from_resp(
+            tf.constant(array), tf.constant(resp, self.dtype), self._priors,
+            self.covariance_type, self._scalar(self.reg_covar),
+            self.weight_concentration_prior_type,
+        )
+        self._store_parameters(state)
+        self._lower_bound.assign(-np.inf)
+        self._n_iter.assign(0)
+        self._converged.assign(False)
+        return self
+
+    def fit(self, x, batch_size=None, verbose="auto"):
+        """Fit by variational inference; returns a ``keras.callbacks.
+        History`` whose ``history["lower_bound"]`` holds the kept run's bound
+        per iteration.
+
+        Args:
+            x: array ``[n, D]`` (at least 2 rows), or a finite, batched
+                ``tf.data.Dataset`` of ``x``, ``(x,)`` or ``(x, y)``
+                elements (streamed: one pass for the data-dependent priors,
+                then one per iteration).
+            batch_size: rows per chunk (arrays) or batch (arrays under a
+                strategy); None: cache-sized chunks.
+            verbose: "auto"/1 shows a Keras progress bar, 0 nothing.
+
+        The priors (``*_prior_``) are resolved from the arguments and the
+        data at every fit, as scikit-learn's. The initialisation sees at most
+        100,000 rows (a random subsample of a larger array, the first rows
+        of a dataset).
+        """
+        return self._fit(x, batch_size, verbose)
+
+    def get_config(self):
+        config = super().get_config()
+        to_list = lambda a: a.tolist() if isinstance(a, np.ndarray) else a  # noqa: E731
+        config.update({
+            "num_components": self.num_components,
+            "covariance_type": self.covariance_type,
+            "tol": self.tol,
+            "reg_covar": self.reg_covar,
+            "max_iter": self.max_iter,
+            "n_init": self.n_init,
+            "init_params": self.init_params,
+            "weight_concentration_prior_type": self.weight_concentration_prior_type,
+            "weight_concentration_prior": self.weight_concentration_prior,
+            "mean_precision_prior": self.mean_precision_prior,
+            "mean_prior": to_list(self.mean_prior),
+            "degrees_of_freedom_prior": self.degrees_of_freedom_prior,
+            "covariance_prior": to_list(self.covariance_prior),
+            "warm_start": self.warm_start,
+            "seed": self.seed,
+            "output": self.output_mode,
+        })
+        return config

@@ -1,0 +1,21 @@
+"""Smoke test: the Bayesian K-selection example runs end to end (``--smoke``),
+prints its effective K and writes its PNG."""
+
+import re
+
+from tests.script_utils import PNG_MAGIC, run_script
+
+
+def test_bayesian_k_selection_example_smoke(tmp_path):
+    out = run_script(["examples/bayesian_k_selection.py", "--smoke",
+                      "--output-dir", str(tmp_path)])
+    png = tmp_path / "bayesian_k_selection.png"
+    assert png.is_file() and png.read_bytes()[:8] == PNG_MAGIC
+    assert f"wrote {png}" in out
+    k = int(re.search(r"^effective K: (\d+)$", out, re.MULTILINE).group(1))
+    # the prior empties components: fewer than the upper bound of 15 keep weight
+    assert 2 <= k < 15
+    weights = re.search(r"keras_gmm +([0-9. ]+)\n", out).group(1).split()
+    assert len(weights) == 15
+    assert abs(sum(map(float, weights)) - 1.0) < 0.01
+    assert sum(float(w) < 0.01 for w in weights) == 15 - k

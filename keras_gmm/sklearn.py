@@ -285,7 +285,7 @@ class GaussianMixture(_MixtureEstimator):
     >>> gm = GaussianMixture(n_components=2, random_state=0).fit(X)
     >>> np.sort(gm.means_[:, 0])
     array([ 1., 10.])
-    >>> gm.predict([[0, 0], [12, 3]])[0] != gm.predict([[12, 3]])[0]
+    >>> bool(gm.predict([[0, 0], [12, 3]])[0] != gm.predict([[12, 3]])[0])
     True
     """
 

@@ -96,7 +96,7 @@ FAST_SUBSET = {
         "test_warm_start", "test_convergence_detected_with_warm_start",
         "test_score", "test_score_samples", "test_regularisation", "test_sample",
         "test_max_iter_zero", "test_init_means_not_duplicated",
-        "test_means_for_all_inits", "test_gaussian_mixture_precisions_init_diag",
+        "test_means_for_all_inits",
         "test_gaussian_mixture_single_component_stable",
         "test_gaussian_mixture_setting_best_params",
     ],

@@ -602,9 +602,12 @@ class BatchFit:
             dataset = self._stream(array, batch_size or em.default_chunk_size(
                 self.num_components, d, self.covariance_type))
         x_in_memory = None if dataset is not None else tf.constant(array)
-        progbar = keras.utils.Progbar(max(self.max_iter * n_init, 1), verbose=verbose)
+        progbar = keras.utils.Progbar(
+            max(self.max_iter * n_init, 1), verbose=verbose,
+            stateful_metrics=["lower_bound", "change", "converged", "iterations"],
+        )
         best, best_bound = None, -np.inf
-        for _ in range(n_init):
+        for init in range(n_init):
             if use_current:
                 params = self._current_parameters()
             else:
@@ -617,6 +620,13 @@ class BatchFit:
                 result = self._run_in_memory(
                     x_in_memory, params, progbar, batch_size, per_iteration=verbose
                 )
+            # The bar ends where this initialisation ended: a converged run
+            # says so instead of waiting on iterations that never come.
+            progbar.update(
+                (init + 1) * self.max_iter if self.max_iter else 1,
+                [("iterations", len(result[1])), ("converged", int(result[2]))],
+                finalize=init == n_init - 1,
+            )
             bound = result[1][-1] if result[1] else -np.inf
             # scikit-learn's rule (a run with no iteration replaces a -inf one)
             if best is None or bound > best_bound or best_bound == -np.inf:

@@ -433,7 +433,7 @@ def test_empty_and_misshapen_inputs_are_refused(fitted, method):
 
 def test_an_unfitted_layer_raises_eagerly_and_warns_once_in_a_model(blobs):
     x, _ = blobs
-    gmm = keras_gmm.GaussianMixtureEM(4)
+    gmm = keras_gmm.GaussianMixtureEM(4, seed=0)
     gmm.build((None, 3))
     with pytest.raises(NotFittedError, match="not fitted yet: call fit"):
         gmm(tf.constant(x[:5], tf.float32))
@@ -444,7 +444,9 @@ def test_an_unfitted_layer_raises_eagerly_and_warns_once_in_a_model(blobs):
         model.predict(x[:7], verbose=0)  # a second trace: no second warning
     assert sum("not fitted" in str(w.message) for w in record) == 1
     gmm.fit(x.astype("float32"), verbose=0)
-    np.testing.assert_allclose(model(x[:5]), gmm.predict_proba(x[:5]), rtol=1e-5)
+    # atol: responsibilities near 0 differ relatively between the two paths
+    np.testing.assert_allclose(model(x[:5]), gmm.predict_proba(x[:5]), rtol=1e-5,
+                               atol=1e-6)
 
 
 def test_fit_results_survive_a_keras_round_trip(blobs, tmp_path):

@@ -16,11 +16,14 @@ def test_bayesian_k_selection_example_smoke(tmp_path):
     ours, theirs = map(int, re.search(
         r"effective K \(weight > 1%\): keras_gmm (\d+), scikit-learn (\d+)", out
     ).groups())
-    # On the digits' PCA features neither library empties a component at
-    # these settings (reported as a missed target of issue 16); the property
-    # checked is that ours picks the K scikit-learn picks on the same data.
-    assert k == ours and 2 <= k <= 15 and abs(ours - theirs) <= 1
-    weights = re.search(r"keras_gmm +([0-9. ]+)\n", out).group(1).split()
+    # Ours picks the K scikit-learn picks on the same features, and the
+    # Dirichlet-process prior empties components: of the upper bound of 15,
+    # several keep a weight near 0 (measured: 9 kept, 6 at <= 0.001).
+    assert k == ours and abs(ours - theirs) <= 1
+    assert 3 <= k <= 12
+    weights = [float(w) for w in
+               re.search(r"keras_gmm +([0-9. ]+)\n", out).group(1).split()]
     assert len(weights) == 15
-    assert abs(sum(map(float, weights)) - 1.0) < 0.01
-    assert sum(float(w) < 0.01 for w in weights) == 15 - k
+    assert abs(sum(weights) - 1.0) < 0.01
+    assert sum(w < 0.01 for w in weights) == 15 - k
+    assert sum(w <= 0.002 for w in weights) == 15 - k  # near 0, not just small

@@ -223,8 +223,9 @@ def _check_outcomes(results):
 def test_scikit_learns_mixture_tests_fast_subset(tmp_path):
     results = run_sklearn_suites(tmp_path, only=FAST_SUBSET)
     ran = {test_id.split("[")[0] for test_id in results}
-    assert ran == {f"{_module_path(key).name}::{name}"
-                   for key, names in FAST_SUBSET.items() for name in names}
+    wanted = {f"{_module_path(key).name}::{name}"
+              for key, names in FAST_SUBSET.items() for name in names}
+    assert ran == wanted, (sorted(wanted - ran), sorted(ran - wanted), results)
     _check_outcomes(results)
 
 

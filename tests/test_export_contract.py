@@ -203,6 +203,33 @@ def test_unfitted_gaussian_mixture_em_is_refused(tmp_path, monkeypatch, nested):
     )
 
 
+def test_unfitted_bayesian_mixture_is_refused_and_fitted_one_exports(
+        tmp_path, monkeypatch):
+    x = keras.Input((2,), name="x")
+    layer = keras_gmm.BayesianGaussianMixtureEM(3, covariance_type="full", seed=0,
+                                                name="bgm")
+    model = keras.Model(x, layer(x), name="bayes")
+    target = tmp_path / "export"
+    with monkeypatch.context() as patch:
+        _refuse_tracing(patch)
+        with pytest.raises(ValueError, match=r"Layer 'bgm' \(BayesianGaussianMixtureEM"
+                                             r"\) of model 'bayes' is not fitted"):
+            keras_gmm.export_saved_model(model, target)
+    assert not target.exists()
+
+    rng = np.random.default_rng(1)
+    data = np.concatenate([rng.normal(-3, 1, (40, 2)), rng.normal(3, 1, (40, 2))])
+    layer.fit(data.astype("float32"), verbose=0)
+    loaded = tf.saved_model.load(keras_gmm.export_saved_model(model, target))
+    (served,) = loaded.signatures["serving_default"](
+        x=tf.constant(data[:5], tf.float32)
+    ).values()
+    np.testing.assert_allclose(
+        served, model.predict(data[:5].astype("float32"), verbose=0),
+        rtol=1e-5, atol=1e-6,
+    )
+
+
 # ------------------------------------------------- the output folder
 def test_unwritable_export_dir_is_refused_before_tracing(monkeypatch):
     _refuse_tracing(monkeypatch)

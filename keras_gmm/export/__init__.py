@@ -162,6 +162,7 @@ from keras_gmm.export._core import (
 )
 
 # One module per layer registers what export knows about it.
+from keras_gmm.export import bayesian_gaussian_mixture_em  # noqa: F401
 from keras_gmm.export import gaussian_mixture_em  # noqa: F401
 from keras_gmm.export.gaussian_mixture_classifier import LOG_LIKELIHOOD
 from keras_gmm.export.gmm_energy import PREDICT, SCORE

@@ -65,7 +65,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "BayesianGaussianMixtureEM",

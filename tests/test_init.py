@@ -106,3 +106,12 @@ def test_import_public_api_is_idempotent():
     before = keras_gmm.GaussianMixtureEM
     keras_gmm._import_public_api()
     assert keras_gmm.GaussianMixtureEM is before
+
+
+def test_version_is_the_one_in_pyproject():
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    declared = re.search(r'^version = "([^"]+)"', text, re.M).group(1)
+    assert keras_gmm.__version__ == declared

@@ -8,9 +8,11 @@ imports this module only when a model is loaded or trained.
 import datetime
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import tempfile
+import time
 from pathlib import Path
 
 import keras
@@ -22,6 +24,7 @@ import keras_gmm.layers  # noqa: F401  (registers the serializable layers,
 import keras_gmm.losses  # noqa: F401  loss and regularizer, so that
 import keras_gmm.regularizers  # noqa: F401  load_model needs no custom_objects)
 from keras_gmm import metrics
+from keras_gmm._validation import check_positive_int
 from keras_gmm.zoo._files import (
     METADATA_FILENAME,
     MODEL_FILENAME,
@@ -247,3 +250,526 @@ def save(model, output_dir, card, record):
             if tmp is not None:
                 Path(tmp).unlink(missing_ok=True)
     return metadata
+
+
+class AnnealPrecisionPrior(keras.callbacks.Callback):
+    """Lowers the rate of ``regularizer``'s Gamma(``alpha``, beta) precision
+    hyperpriors (the zero component's too) geometrically from ``beta_start``
+    (first epoch) to ``beta_end`` (epoch ``epochs``); every EM update of the
+    prior reads the current ``precision_prior``."""
+
+    def __init__(self, regularizer, epochs, alpha, beta_start, beta_end):
+        super().__init__()
+        self.regularizer, self.epochs = regularizer, epochs
+        self.alpha, self.beta_start, self.beta_end = alpha, beta_start, beta_end
+
+    def on_epoch_begin(self, epoch, logs=None):
+        ratio = self.beta_end / self.beta_start
+        beta = self.beta_start * ratio ** (epoch / max(self.epochs - 1, 1))
+        self.regularizer.precision_prior = (self.alpha, beta)
+        self.regularizer.zero_precision_prior = (self.alpha, beta)
+
+
+def tune_shared_values(model, regularizer, x, y, epochs, batch_size, learning_rate,
+                       seed=0):
+    """After :func:`keras_gmm.regularizers.quantize`: fine-tune the shared
+    values (``regularizer``'s component means, the zero component's 0 kept)
+    by Adam on ``model``'s compiled loss over ``(x, y)``, every weight's
+    component (``regularizer.component_of`` at the start, as snapping the
+    quantized weights again gives) held fixed, so the zeros and the sharing
+    stay as they are.
+    The model's weights and the prior's means are set to the tuned values.
+    Returns ``{"epochs", "learning_rate", "loss_before", "loss_after",
+    "largest_shift"}`` (losses on all of ``(x, y)``; the largest change of a
+    mean)."""
+    trainable = model.trainable_variables
+    components = [regularizer.component_of(v.value)
+                  if getattr(v, "regularizer", None) is regularizer else None
+                  for v in trainable]
+    start = regularizer.means.astype(np.float32)
+    free = np.ones_like(start)
+    free[0] = 0.0 if regularizer.zero_component else 1.0
+    means = tf.Variable(start)
+    loss_fn = keras.losses.get(model.loss)
+    optimizer = keras.optimizers.Adam(learning_rate)
+
+    def values(codebook):
+        return [v.value if c is None else tf.gather(codebook, c)
+                for v, c in zip(trainable, components)]
+
+    def loss_of(codebook, xb, yb):
+        out, _ = model.stateless_call(values(codebook),
+                                      [v.value for v in model.non_trainable_variables],
+                                      xb, training=False)
+        return tf.reduce_mean(loss_fn(yb, out))
+
+    @tf.function(autograph=False)
+    def step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = loss_of(means * free, xb, yb)
+        optimizer.apply_gradients([(tape.gradient(loss, means), means)])
+
+    before = float(loss_of(start, x, y))
+    order = np.random.default_rng(seed)
+    for _ in range(epochs):
+        perm = order.permutation(len(x))
+        for i in range(0, len(x), batch_size):
+            rows = perm[i:i + batch_size]
+            step(tf.constant(x[rows]), tf.constant(y[rows]))
+    tuned = (means * free).numpy()
+    after = float(loss_of(tuned, x, y))
+    for variable, value in zip(trainable, values(tuned)):
+        variable.assign(value)
+    regularizer.set_prior(tuned, regularizer.variances, regularizer.mixture_weights)
+    return {"epochs": epochs, "learning_rate": learning_rate, "loss_before": before,
+            "loss_after": after,
+            "largest_shift": float(np.max(np.abs(tuned - start)))}
+
+
+class CollapseError(RuntimeError):
+    """A clustering collapsed (a cluster took too many images or one is empty)."""
+
+
+class VaDE:
+    """The VaDE recipe (Jiang et al. 2017) of a zoo model on flat images in
+    [0, 1]: the model, its three training phases, restarts and their
+    unsupervised selection, written once for every VaDE zoo model.
+
+    The zoo model ``x [n, num_pixels] -> cluster probabilities
+    [n, num_components]`` wraps the nested model ``"vade"``: encoder (Dense
+    ``hidden``, relu) ``-> z_mean, z_log_var ->`` :class:`keras_gmm.
+    GMMPriorSampling` ``(inference="mean") -> z, gamma``; decoder (Dense
+    ``reversed(hidden)``, relu; Dense(num_pixels, sigmoid)) ``-> images``.
+    :meth:`fit_once` trains it without labels: a denoising autoencoder
+    (Gaussian input noise ``input_noise``; with ``max_shift`` > 0 and square
+    images, every epoch also shifts each image by up to ``max_shift`` pixels
+    each way, zero-filled), the prior from a :class:`keras_gmm.
+    GaussianMixtureEM` (settings ``em``) on the encoder means, then the ELBO
+    (Adam, cosine decay from ``learning_rate`` to ``lr_floor`` times it).
+    :meth:`fit` keeps, among restarts that did not collapse on the training
+    images, the one with the lowest negative ELBO there.
+
+    ``load(split) -> (x, y)``: the dataset function (x flat, float32 in [0,
+    1]).
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_gmm import datasets
+    >>> vade = VaDE("tiny", datasets.load_digits, 64, (16,), latent_dim=2,
+    ...             num_components=3)
+    >>> model = vade.build(seed=0)
+    >>> vade.predict_clusters(model, np.zeros((4, 64), np.float32)).shape
+    (4,)
+    """
+
+    def __init__(self, name, load, num_pixels, hidden, *, latent_dim=10,
+                 num_components=10, input_noise=0.2, max_shift=0,
+                 pretrain_learning_rate=1e-3, learning_rate=2e-3, lr_floor=0.05,
+                 batch_size=64, em=None, initial_log_var=-4.0,
+                 max_cluster_fraction=0.3, restart_seed_stride=1000, elbo_samples=10):
+        self.name, self.load = name, load
+        self.num_pixels, self.hidden = int(num_pixels), tuple(hidden)
+        self.latent_dim, self.num_components = latent_dim, num_components
+        self.input_noise, self.max_shift = input_noise, int(max_shift)
+        self.pretrain_learning_rate = pretrain_learning_rate
+        self.learning_rate, self.lr_floor = learning_rate, lr_floor
+        self.batch_size = batch_size
+        self.em = dict(em or {"covariance_type": "diag", "reg_covar": 1e-4,
+                              "max_iter": 300, "n_init": 10, "init_params": "kmeans"})
+        self.initial_log_var = initial_log_var
+        self.max_cluster_fraction = max_cluster_fraction
+        self.restart_seed_stride = restart_seed_stride
+        self.elbo_samples = elbo_samples
+
+    def reconstruction_nll(self, y_true, y_pred):
+        """Bernoulli negative log-likelihood per image, summed over the pixels."""
+        return self.num_pixels * keras.losses.binary_crossentropy(y_true, y_pred)
+
+    def build(self, seed=0):
+        """The untrained zoo model (uncompiled), seeded by
+        ``keras.utils.set_random_seed(seed)``."""
+        from keras_gmm.layers import GMMPriorSampling
+
+        keras.utils.set_random_seed(seed)
+        x = keras.Input((self.num_pixels,), name="x")
+        encoder = keras.Sequential(
+            [keras.Input((self.num_pixels,))]
+            + [keras.layers.Dense(u, activation="relu") for u in self.hidden],
+            name="encoder")
+        h = encoder(x)
+        z_mean = keras.layers.Dense(self.latent_dim, name="z_mean")(h)
+        z_log_var = keras.layers.Dense(
+            self.latent_dim, kernel_initializer="zeros",
+            bias_initializer=keras.initializers.Constant(self.initial_log_var),
+            name="z_log_var")(h)
+        prior = GMMPriorSampling(self.num_components, self.latent_dim, seed=seed,
+                                 inference="mean", name="prior")
+        z, gamma = prior([z_mean, z_log_var], return_cluster_probabilities=True)
+        decoder = keras.Sequential(
+            [keras.Input((self.latent_dim,))]
+            + [keras.layers.Dense(u, activation="relu") for u in reversed(self.hidden)]
+            + [keras.layers.Dense(self.num_pixels, activation="sigmoid")],
+            name="decoder")
+        vade = keras.Model(x, {"cluster_probabilities": gamma, "images": decoder(z)},
+                           name="vade")
+        outer = keras.Input((self.num_pixels,), name="x")
+        return keras.Model(outer, vade(outer)["cluster_probabilities"], name=self.name)
+
+    @staticmethod
+    def vade_of(model):
+        """The nested VaDE model: ``x -> {"cluster_probabilities", "images"}``."""
+        return model.get_layer("vade")
+
+    @classmethod
+    def prior_of(cls, model):
+        """The model's :class:`keras_gmm.GMMPriorSampling` layer."""
+        return cls.vade_of(model).get_layer("prior")
+
+    @classmethod
+    def decoder_of(cls, model):
+        """The decoder: latents ``[n, latent_dim]`` -> images ``[n, num_pixels]``."""
+        return cls.vade_of(model).get_layer("decoder")
+
+    @classmethod
+    def encoder_of(cls, model):
+        """``x -> [z_mean, z_log_var]`` (sharing the model's layers)."""
+        vade = cls.vade_of(model)
+        return keras.Model(vade.inputs[0], [vade.get_layer("z_mean").output,
+                                            vade.get_layer("z_log_var").output])
+
+    @staticmethod
+    def predict_clusters(model, x):
+        """``argmax`` of the model's cluster probabilities for ``x``."""
+        return predict(model, x).argmax(-1)
+
+    def evaluate(self, model):
+        """:func:`cluster_scores` of the model's clusters on the held-out
+        "test" split: ``clustering_accuracy``, ``nmi``, ``digit_accuracy``,
+        ``largest_cluster_fraction``."""
+        x_test, y_test = self.load("test")
+        return cluster_scores(y_test, self.predict_clusters(model, x_test))
+
+    def example_inputs(self, n=8):
+        """``n`` held-out inputs (the first rows of the "test" split)."""
+        return self.load("test")[0][:n]
+
+    def check_not_collapsed(self, labels, max_fraction=None):
+        """The largest cluster's fraction of ``labels``; :class:`CollapseError`
+        if it exceeds ``max_fraction`` (default: ``max_cluster_fraction``) or
+        a cluster is empty."""
+        if max_fraction is None:
+            max_fraction = self.max_cluster_fraction
+        counts = np.bincount(np.asarray(labels), minlength=self.num_components)
+        fraction = counts.max() / counts.sum()
+        if fraction > max_fraction or np.any(counts == 0):
+            raise CollapseError(
+                f"The clustering collapsed: cluster sizes {counts.tolist()} (largest "
+                f"fraction {fraction:.3f} > {max_fraction} or an empty cluster). "
+                "Pre-train the autoencoder longer, or lower the learning rate."
+            )
+        return float(fraction)
+
+    def negative_elbo(self, model, x, samples=None, seed=0):
+        """The negative ELBO on ``x``, nats per image: the reconstruction NLL
+        averaged over ``samples`` (default ``elbo_samples``) draws ``z ~ q(z |
+        x)`` (a fixed NumPy stream seeded by ``seed``) plus the prior layer's
+        closed-form VaDE KL."""
+        samples = self.elbo_samples if samples is None else samples
+        prior, decoder = self.prior_of(model), self.decoder_of(model)
+        x = np.asarray(x, np.float32)
+        z_mean, z_log_var = predict(self.encoder_of(model), x)
+        kl = np.asarray(prior.kl_divergence(z_mean, z_log_var))
+        rng = np.random.default_rng(seed)
+        nll = np.zeros(len(x), np.float64)
+        for _ in range(samples):
+            noise = rng.standard_normal(z_mean.shape).astype(np.float32)
+            images = predict(decoder, z_mean + np.exp(0.5 * z_log_var) * noise)
+            nll += np.asarray(self.reconstruction_nll(x, images), np.float64)
+        return float(np.mean(nll / samples + kl))
+
+    def restart_seed(self, seed, restart):
+        """The seed of restart ``restart`` (0, 1, ...) of recipe seed ``seed``."""
+        return int(seed) + self.restart_seed_stride * int(restart)
+
+    def shifted(self, x, rng):
+        """``x`` with each square image shifted by a random whole number of
+        pixels in ``[-max_shift, max_shift]`` along each axis (zero-filled),
+        drawn from the NumPy generator ``rng``; ``x`` itself if ``max_shift``
+        is 0."""
+        if not self.max_shift:
+            return x
+        n, k = len(x), self.max_shift
+        side = math.isqrt(self.num_pixels)
+        padded = np.pad(x.reshape(n, side, side), ((0, 0), (k, k), (k, k)))
+        start = rng.integers(0, 2 * k + 1, (n, 2))
+        rows = (start[:, 0, None] + np.arange(side))[:, :, None]
+        cols = (start[:, 1, None] + np.arange(side))[:, None, :]
+        return padded[np.arange(n)[:, None, None], rows, cols].reshape(n, -1)
+
+    def _fit_epochs(self, model, x, targets, epochs, verbose, rng):
+        """``model.fit`` on ``x`` for ``epochs`` epochs (``targets(x)``: the
+        targets); one call per epoch on freshly shifted images when
+        ``max_shift``. Returns the per-epoch losses."""
+        if not self.max_shift:
+            return model.fit(x, targets(x), batch_size=self.batch_size, epochs=epochs,
+                             verbose=verbose).history["loss"]
+        losses = []
+        for epoch in range(epochs):
+            xs = self.shifted(x, rng)
+            losses += model.fit(xs, targets(xs), batch_size=self.batch_size,
+                                initial_epoch=epoch, epochs=epoch + 1,
+                                verbose=verbose).history["loss"]
+        return losses
+
+    def fit_once(self, seed, epochs, pretrain_epochs, verbose=0, x_train=None,
+                 phases=None):
+        """One model trained from scratch on ``x_train`` (default: "train"; no
+        labels). Returns ``(model, info)``: the model (clusters not yet
+        named) and its figures, with the EM fitted on the pre-trained latent
+        as ``info["em"]``. ``verbose``: Keras' for the fits; ``phases``: a
+        line per phase (default: when ``verbose``)."""
+        from keras_gmm.layers import GaussianMixtureEM
+
+        phases = bool(verbose) if phases is None else phases
+        if x_train is None:
+            x_train = self.load("train")[0]
+        x_train = np.asarray(x_train, np.float32)
+        model = self.build(seed=seed)
+        vade, prior, decoder = self.vade_of(model), self.prior_of(model), \
+            self.decoder_of(model)
+        fit_verbose = verbose if verbose in (0, 1, 2) else 2
+        rng = np.random.default_rng(seed)
+        seconds = {}
+
+        # 1. Denoising autoencoder: x + noise -> encoder -> z_mean -> decoder.
+        inputs = keras.Input((self.num_pixels,))
+        noisy = keras.layers.GaussianNoise(self.input_noise, seed=seed)(inputs)
+        autoencoder = keras.Model(
+            inputs,
+            decoder(vade.get_layer("z_mean")(vade.get_layer("encoder")(noisy))))
+        autoencoder.compile(keras.optimizers.Adam(self.pretrain_learning_rate),
+                            loss=self.reconstruction_nll)
+        say(phases, self.name, f"seed {seed}, phase 1/3: the denoising autoencoder, "
+            f"{count(pretrain_epochs, 'epoch')}")
+        start = time.perf_counter()
+        pre = self._fit_epochs(autoencoder, x_train, lambda x: x, pretrain_epochs,
+                               fit_verbose, rng)
+        seconds["pretrain"] = round(time.perf_counter() - start, 1)
+
+        # 2. The prior from a GMM fitted by EM on the encoder means.
+        say(phases, self.name, f"seed {seed}, phase 2/3: the prior from EM on the "
+            "encoder means")
+        start = time.perf_counter()
+        em = GaussianMixtureEM(self.num_components, seed=seed, **self.em)
+        em.fit(predict(self.encoder_of(model), x_train)[0], verbose=0)
+        prior.initialize_from(em)
+        seconds["em"] = round(time.perf_counter() - start, 1)
+
+        # 3. The ELBO: reconstruction NLL + the prior layer's VaDE KL (add_loss).
+        steps = epochs * steps_per_epoch(len(x_train), self.batch_size)
+        schedule = keras.optimizers.schedules.CosineDecay(
+            self.learning_rate, steps, alpha=self.lr_floor)
+        vade.compile(keras.optimizers.Adam(schedule),
+                     loss={"images": self.reconstruction_nll})
+        say(phases, self.name, f"seed {seed}, phase 3/3: the ELBO, "
+            f"{count(epochs, 'epoch')}")
+        start = time.perf_counter()
+        history = self._fit_epochs(vade, x_train, lambda x: {"images": x}, epochs,
+                                   fit_verbose, rng)
+        seconds["elbo"] = round(time.perf_counter() - start, 1)
+        return model, {
+            "em": em,
+            "pretrain_final_loss": float(pre[-1]),
+            "em_lower_bound": float(em.lower_bound_),
+            "final_epoch_loss": float(history[-1]),
+            "negative_elbo": self.negative_elbo(model, x_train),
+            "seconds": seconds,
+        }
+
+    def fit_candidates(self, seed, epochs, pretrain_epochs, verbose, restarts,
+                       x_train, phases=None):
+        """``[(model, info)]`` of every restart, with its collapse check on
+        ``x_train``."""
+        phases = bool(verbose) if phases is None else phases
+        candidates = []
+        for r in range(restarts):
+            rseed = self.restart_seed(seed, r)
+            say(phases, self.name, f"restart {r + 1}/{restarts} (seed {rseed})")
+            model, info = self.fit_once(rseed, epochs, pretrain_epochs, verbose,
+                                        x_train=x_train, phases=phases)
+            labels = self.predict_clusters(model, x_train)
+            counts = np.bincount(labels, minlength=self.num_components)
+            info.update(seed=rseed, restart=r,
+                        train_largest_cluster_fraction=float(counts.max()
+                                                             / counts.sum()))
+            try:
+                self.check_not_collapsed(labels)
+                info["collapsed"] = False
+            except CollapseError:
+                info["collapsed"] = True
+            candidates.append((model, info))
+            say(phases, self.name, f"restart {r + 1}/{restarts}: training negative "
+                f"ELBO {info['negative_elbo']:.2f} nats per image"
+                + (", collapsed" if info["collapsed"] else ""))
+        return candidates
+
+    @staticmethod
+    def select(candidates):
+        """The non-collapsed candidate with the lowest training negative ELBO
+        (:class:`CollapseError` if all collapsed)."""
+        eligible = [c for c in candidates if not c[1]["collapsed"]]
+        if not eligible:
+            raise CollapseError(
+                f"The clustering collapsed in all {len(candidates)} restart(s) (a "
+                "cluster holding more than max_cluster_fraction of the train "
+                "images, or an empty cluster). Pre-train the autoencoder longer, "
+                "or lower the learning rate."
+            )
+        model, info = min(eligible, key=lambda c: c[1]["negative_elbo"])
+        restarts = [{key: i[key] for key in ("seed", "negative_elbo",
+                                             "train_largest_cluster_fraction",
+                                             "collapsed")}
+                    for _, i in candidates]
+        return model, {**info, "restarts": restarts}
+
+    def fit(self, seed, epochs, pretrain_epochs, verbose=0, restarts=3, x_train=None):
+        """Train ``restarts`` models (:meth:`fit_once`, seeds
+        ``restart_seed(seed, r)``; no labels) on ``x_train`` (default:
+        "train") and keep :meth:`select`'s. Returns ``(model, info)``."""
+        restarts = check_positive_int(restarts, "restarts")
+        if x_train is None:
+            x_train = self.load("train")[0]
+        return self.select(self.fit_candidates(seed, epochs, pretrain_epochs, verbose,
+                                               restarts, x_train))
+
+    def uncompiled_copy(self, model, seed):
+        """A fresh :meth:`build` model with ``model``'s weights: the saved
+        file must not reference :meth:`reconstruction_nll` (not registered)."""
+        copy = self.build(seed=seed)
+        copy.set_weights(model.get_weights())
+        return copy
+
+    @staticmethod
+    def check_train_options(seed, epochs, pretrain_epochs, num_seeds, restarts):
+        """The options of a VaDE recipe's ``train``, checked: ``(seed, epochs,
+        pretrain_epochs, num_seeds, restarts)``."""
+        from keras_gmm._validation import check_seed
+
+        return (check_seed(seed, allow_none=False),
+                *(check_positive_int(value, name) for value, name in (
+                    (epochs, "epochs"), (pretrain_epochs, "pretrain_epochs"),
+                    (num_seeds, "num_seeds"), (restarts, "restarts"))))
+
+    def train_seeds(self, seed, epochs, pretrain_epochs, num_seeds, restarts,
+                    verbose=0):
+        """:meth:`fit_candidates` for the recipe seeds ``seed, seed + 1, ...``
+        (``num_seeds``) on "train", each restart also scored on "test" for the
+        record (the selection never sees it). Returns a dict: ``model`` (seed
+        ``seed``'s kept model, uncompiled, its clusters named after the
+        classes by the train labels), ``order`` (the component order applied),
+        ``seeds``, ``infos`` (per seed, :meth:`select`'s info), ``seconds``,
+        and ``comparison`` (per method, :func:`seed_summary` of the test
+        scores: this recipe, its EM initialisation, the first restart only,
+        every restart)."""
+        x_train, y_train = self.load("train")
+        x_test, y_test = self.load("test")
+        start = time.perf_counter()
+        seeds = [seed + i for i in range(num_seeds)]
+        runs, init_scores, infos, first, every = {}, {}, {}, {}, {}
+        for i, s in enumerate(seeds, 1):
+            role = ("the saved model" if s == seed
+                    else "for the recorded spread; epochs not shown")
+            say(verbose, self.name, f"seed {s} ({i}/{num_seeds}, {role}): "
+                f"{count(restarts, 'restart')}, each autoencoder -> EM -> ELBO; "
+                "the lowest ELBO kept")
+            candidates = self.fit_candidates(s, epochs, pretrain_epochs,
+                                             verbose if s == seed else 0, restarts,
+                                             x_train, phases=bool(verbose))
+            for candidate, info in candidates:  # for the record only
+                every[info["seed"]] = cluster_scores(
+                    y_test, self.predict_clusters(candidate, x_test))
+            first[s] = every[candidates[0][1]["seed"]]
+            trained, infos[s] = self.select(candidates)
+            del candidates
+            test_means = predict(self.encoder_of(trained), x_test)[0]
+            init_scores[s] = cluster_scores(y_test,
+                                            infos[s].pop("em").predict(test_means))
+            runs[s] = cluster_scores(y_test, self.predict_clusters(trained, x_test))
+            say(verbose, self.name, f"seed {s}: restart {infos[s]['restart'] + 1} "
+                f"kept: test clustering accuracy {runs[s]['clustering_accuracy']:.4f}"
+                " (EM on the pre-trained latent: "
+                f"{init_scores[s]['clustering_accuracy']:.4f})")
+            if s == seed:
+                train_labels = self.predict_clusters(trained, x_train)
+                model = self.uncompiled_copy(trained, seed)
+                order = name_clusters(self.prior_of(model), train_labels, y_train)
+        keys = ("clustering_accuracy", "nmi", "largest_cluster_fraction")
+        comparison = {"split": "test", "seeds": seeds, **{
+            key: seed_summary(per_seed, keys) for key, per_seed in {
+                "keras_gmm VaDE (this recipe)": runs,
+                f"{self.em['covariance_type']} GaussianMixtureEM on the pre-trained "
+                "autoencoder latent (VaDE's initialisation, same runs)": init_scores,
+                "keras_gmm VaDE, first restart only (restarts=1, no selection)":
+                    first,
+                f"keras_gmm VaDE, every restart ({restarts} per seed, no selection; "
+                "per_seed keyed by restart seed)": every}.items()}}
+        return {"model": model, "order": order, "seeds": seeds, "infos": infos,
+                "seconds": time.perf_counter() - start, "comparison": comparison}
+
+    def training_record(self, seed, epochs, pretrain_epochs, restarts, trained):
+        """The ``training`` record of :meth:`train_seeds`' result ``trained``."""
+        model, infos = trained["model"], trained["infos"]
+        x_train, y_train = self.load("train")
+        return {
+            "seed": seed,
+            "restarts": restarts,
+            "epochs": epochs,
+            "pretrain_epochs": pretrain_epochs,
+            "batch_size": self.batch_size,
+            "optimizer": {
+                "pretrain": {"name": "Adam",
+                             "learning_rate": self.pretrain_learning_rate,
+                             "input_noise_stddev": self.input_noise,
+                             **({"max_shift_pixels": self.max_shift}
+                                if self.max_shift else {})},
+                "initialisation": {
+                    "name": "keras_gmm.GaussianMixtureEM on the encoder means",
+                    **self.em},
+                "elbo": {"name": "Adam", "learning_rate": self.learning_rate,
+                         "schedule": "keras.optimizers.schedules.CosineDecay",
+                         "alpha": self.lr_floor,
+                         **({"max_shift_pixels": self.max_shift}
+                            if self.max_shift else {})},
+            },
+            "collapse_guard": {
+                "max_cluster_fraction_on_train": self.max_cluster_fraction,
+                "largest_cluster_fraction_on_train": {
+                    str(s): infos[s]["train_largest_cluster_fraction"]
+                    for s in trained["seeds"]},
+            },
+            "runs": {str(s): infos[s] for s in trained["seeds"]},
+            "component_order": [int(i) for i in trained["order"]],
+            "train_scores": cluster_scores(y_train,
+                                           self.predict_clusters(model, x_train)),
+            "seconds": round(trained["seconds"], 1),
+            "comparison": trained["comparison"],
+        }
+
+
+def pixels_kmeans_key(num_pixels):
+    """The :func:`digits_baselines` key of its k-means baseline, for images
+    of ``num_pixels`` raw pixels (:data:`KMEANS_KEY` for the 8x8 digits)."""
+    return KMEANS_KEY.replace(" 64 ", f" {num_pixels} ")
+
+
+def pca_features(x_train, x_test, dims):
+    """``features(seed) -> (z_train, z_test)``: scikit-learn's ``PCA(dims,
+    random_state=seed)`` fitted on ``x_train``, applied to both (the
+    ``features`` of a :func:`digits_baselines` mixture)."""
+    from sklearn.decomposition import PCA
+
+    def features(seed):
+        pca = PCA(dims, random_state=seed).fit(x_train)
+        return pca.transform(x_train), pca.transform(x_test)
+    return features

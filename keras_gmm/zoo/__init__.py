@@ -10,8 +10,9 @@ Example:
 
 >>> import keras_gmm.zoo
 >>> keras_gmm.zoo.list_models()  # doctest: +NORMALIZE_WHITESPACE
-['dagmm_breast_cancer', 'em_digits', 'gmmconv_digits', 'mdn_inverse_sine',
- 'soft_weight_sharing_digits', 'vade_digits']
+['dagmm_breast_cancer', 'dagmm_mnist', 'em_digits', 'gmmconv_digits',
+ 'lgm_cnn_mnist', 'mdn_inverse_sine', 'soft_weight_sharing_digits',
+ 'soft_weight_sharing_mnist', 'vade_digits', 'vade_mnist']
 >>> model = keras_gmm.zoo.load("mdn_inverse_sine")   # checksum verified
 >>> measured = keras_gmm.zoo.evaluate("mdn_inverse_sine", model)
 >>> recorded = keras_gmm.zoo.info("mdn_inverse_sine")["metrics"]

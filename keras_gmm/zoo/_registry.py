@@ -25,14 +25,19 @@ __all__ = ["REGISTRY", "UnknownModelError", "check_name", "get_recipe", "names",
 REGISTRY = {
     "dagmm_breast_cancer":
         "3ccb09cff05b3cc3fb23fe5286479a45b7e11c9e7bc11ca6c41d05392c93fff8",
+    "dagmm_mnist": "5b94075c574de17a9393c1587f7a526535d47473e7d1f2b1c625f3079967e4a9",
     "em_digits": "aafa9d2c7c81da4db84e0ba84056199ed4af1aa3bd23601a859b2cc7c357db60",
     "gmmconv_digits":
         "30bd235fdc86b5a0b8d1aa0f97214cc4e2bf6db810ff2f9e3efff928245cbd5c",
+    "lgm_cnn_mnist": "91e679efde2610beacc081b87041651eb948fb381253613daa1286756a4fc2a1",
     "mdn_inverse_sine":
         "0ade100a21c181a751360d05c19ea3c94c16bfadbde92e1297a187bd77081d7a",
     "soft_weight_sharing_digits":
         "ae30b69117aedbfb949fe0caa431ec2a1a242cae94dc2e01abfda6ff59c82b95",
+    "soft_weight_sharing_mnist":
+        "9cd1f62b0669bc18aaaae4a4744d6d722bdf678ac7adda66ff98a3b83f0885a6",
     "vade_digits": "f7fd48ee9148cff66f288eb0b82d96ad828b7d475e9e6d04a403519b8d208d4a",
+    "vade_mnist": "3f56d95dcdc2d3340d2aaf17ec2b1476c255dad88978d52c3d13246cdb528c34",
 }
 
 

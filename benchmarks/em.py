@@ -7,7 +7,8 @@ Run from the repository root::
     PYTHONPATH=. python -m benchmarks.em --case full --case init --check
     PYTHONPATH=. python -m benchmarks.em --case small --case full --check
 
-(``--case small|full|diag|stream|init|all``, repeatable, default ``all``;
+(``--case small|full|diag|stream|init|bayesian|all``, repeatable, default
+``all`` (every case but ``bayesian``);
 ``--repeats N``, ``--n-divisor N`` (divides N of the full, diag and init
 cases; 20 with ``--quick``), ``--max-iter N``, ``--batch-size N|none`` (ours; default
 none: the layer's own chunk size), ``--sklearn-threads auto|N``, ``--memory-limit-gib X``,
@@ -119,6 +120,22 @@ initialisation when all three are given). The whole ``fit(init_params="kmeans",
 max_iter=1)`` of both is printed too. Ratio = scikit-learn / ours (target:
 >= 1, ours no slower).
 
+Case ``bayesian`` (``--case bayesian``): ours' BayesianGaussianMixtureEM
+against scikit-learn's BayesianGaussianMixture, and on the same data and
+start ours' GaussianMixtureEM against GaussianMixture, the four alternating
+in one process: "full" (the full case's D=16, K=16 "full", N=50,000, float32:
+about a minute) and "small" (N=2,000, D=8, K=8, float64); N divided by
+``--n-divisor``. All four start from the same clusters (scikit-learn's
+k-means++ seeds, each point labelled by its nearest): scikit-learn's Bayesian
+mixture through its ``_initialize(X, resp)`` of those one-hot
+responsibilities, ours' by ``initialize_from_responsibilities`` (timed as part
+of the fit, as scikit-learn's is), the EMs from those clusters' parameters;
+``tol=0``, ``max_iter`` iterations. Printed: s/iter (median whole fit /
+``n_iter_``) of each, the ratios scikit-learn / ours, the target (Bayesian
+ratio >= our EM's ratio on the same case) and the lower bounds (relative
+difference <= 1e-4 in float32, 1e-8 in float64; ``--check`` fails otherwise,
+and, without ``--quick``, when the ratio target is missed).
+
 Case ``stream``: ours alone, fitted to a ``tf.data.Dataset`` that generates
 N=10,000,000 rows (D=16, K=16, diag; 500,000 with ``--quick``) batch by batch
 (``Dataset.range(n_batches).map(one seeded batch)``, 65,536 rows a batch), so
@@ -185,6 +202,17 @@ STREAM = {
 }
 QUICK_STREAM_ROWS = 500_000
 ALL_CASES = ("small", "stream", "init", "full", "diag")
+#: The ``bayesian`` case (``--case bayesian``, not in ``all``): the full case's
+#: shape scaled to about a minute on 2 cores ("full") and a small float64 one.
+BAYESIAN_CASES = {
+    "full": {"covariance_type": "full", "n": 50_000, "d": 16, "k": 16,
+             "dtype": "float32"},
+    "small": {"covariance_type": "full", "n": 2_000, "d": 8, "k": 8,
+              "dtype": "float64"},
+}
+#: Lower bounds of ours and scikit-learn's agree to this (relative) per dtype.
+BAYESIAN_BOUND_RTOL = {"float32": 1e-4, "float64": 1e-8}
+BAYESIAN_SIDES = ("ours_bayesian", "sklearn_bayesian", "ours_em", "sklearn_em")
 #: The ``small`` case: the data sizes scikit-learn is mostly used for, each
 #: library with its defaults (tol 1e-3, max_iter 100, n_init 1, its own
 #: init_params), seed 0, on the arrays as loaded (float64; ours computes in
@@ -283,13 +311,18 @@ def nearest(x, centres, chunk=1 << 16):
     return labels
 
 
-def initial_parameters(x, k, covariance_type, seed=SEED, reg_covar=REG_COVAR):
-    """scikit-learn's k-means++ seeds -> nearest-seed clusters -> float32
-    ``(weights [K], means [K, D], precisions)`` in scikit-learn's shapes."""
+def initial_labels(x, k, seed=SEED):
+    """scikit-learn's k-means++ seeds, each point labelled by its nearest."""
     from sklearn.cluster import kmeans_plusplus
 
     seeds, _ = kmeans_plusplus(x, k, random_state=seed)
-    labels = nearest(x, seeds)
+    return nearest(x, seeds)
+
+
+def initial_parameters(x, k, covariance_type, seed=SEED, reg_covar=REG_COVAR):
+    """scikit-learn's k-means++ seeds -> nearest-seed clusters -> float32
+    ``(weights [K], means [K, D], precisions)`` in scikit-learn's shapes."""
+    labels = initial_labels(x, k, seed)
     d = x.shape[1]
     weights = np.zeros(k)
     means = np.zeros((k, d))
@@ -761,6 +794,161 @@ def run_em_case(name, case, n, args):
     return summary
 
 
+def _bayesian_makers(case, max_iter, x, resp, init):
+    """``side -> fit()`` for the four sides of the bayesian case, all from
+    the same one-hot responsibilities ``resp`` (scikit-learn's Bayesian
+    mixture through its ``_initialize(X, resp)``; the EMs from the
+    parameters of those clusters) and ``tol=0``; each returns the fitted
+    estimator."""
+    from sklearn.mixture import BayesianGaussianMixture, GaussianMixture
+
+    k, ctype, dtype = case["k"], case["covariance_type"], case["dtype"]
+    common = {"covariance_type": ctype, "tol": 0.0, "reg_covar": REG_COVAR,
+              "max_iter": max_iter}
+    ours_bgm = keras_gmm.BayesianGaussianMixtureEM(
+        k, warm_start=True, dtype=dtype, **common)
+    ours_em = keras_gmm.GaussianMixtureEM(
+        k, dtype=dtype, weights_init=init[0], means_init=init[1],
+        precisions_init=init[2], **common)
+
+    def fit_ours_bayesian():
+        # the start is part of the fit (scikit-learn's _initialize is too)
+        ours_bgm.initialize_from_responsibilities(x, resp)
+        ours_bgm.fit(x, verbose=0)
+        return ours_bgm
+
+    def fit_sklearn_bayesian():
+        peer = BayesianGaussianMixture(n_components=k, random_state=SEED, **common)
+        peer._initialize_parameters = (
+            lambda X, random_state, xp=None: peer._initialize(X, resp))
+        return peer.fit(x)
+
+    def fit_ours_em():
+        ours_em.fit(x, verbose=0)
+        return ours_em
+
+    def fit_sklearn_em():
+        return GaussianMixture(k, random_state=SEED, weights_init=init[0],
+                               means_init=init[1], precisions_init=init[2],
+                               **common).fit(x)
+
+    return dict(zip(BAYESIAN_SIDES, (fit_ours_bayesian, fit_sklearn_bayesian,
+                                     fit_ours_em, fit_sklearn_em)))
+
+
+def run_bayesian_case(args):
+    """Ours' BayesianGaussianMixtureEM against scikit-learn's
+    BayesianGaussianMixture, and on the same data and start the EMs
+    (GaussianMixtureEM against GaussianMixture), alternating in this
+    process: s/iter, ratios, lower bounds."""
+    return {"cases": {name: _bayesian_subcase(name, case, args)
+                      for name, case in BAYESIAN_CASES.items()}}
+
+
+def _bayesian_subcase(name, case, args):
+    """One of :data:`BAYESIAN_CASES`, measured (see :func:`run_bayesian_case`)."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    n = max(case["n"] // args.n_divisor, 20 * case["k"])
+    d, k, dtype = case["d"], case["k"], case["dtype"]
+    print(f"\n[bayesian {name}] covariance_type={case['covariance_type']}, "
+          f"N={n:,}, D={d}, K={k}, {dtype}, max_iter={args.max_iter}, tol=0, "
+          f"{args.repeats} repeats (load {os.getloadavg()[0]:.2f})", flush=True)
+    x = make_blobs(n, d).astype(dtype)
+    labels = initial_labels(x, k)
+    resp = np.eye(k)[labels]
+    weights, means, precisions = (
+        a.astype(dtype) for a in initial_parameters(x, k, case["covariance_type"]))
+    # scikit-learn checks that the weights sum to 1 in their own dtype
+    weights[np.argmax(weights)] += 1 - weights.sum(dtype=np.float64)
+    init = (weights, means, precisions)
+    threads, _ = choose_sklearn_threads(
+        make_sklearn({**case, "n": n}, 2, init), x, args.sklearn_threads)
+    makers = _bayesian_makers(case, args.max_iter, x, resp, init)
+    times = {side: [] for side in BAYESIAN_SIDES}
+    fitted = {}
+
+    def one(side):
+        MemoryGuard.activity = f"a bayesian {name} fit ({side})"
+        with _sklearn_threads(threads), warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            start = time.perf_counter()
+            model = makers[side]()
+            seconds = time.perf_counter() - start
+        fitted[side] = {"lower_bound": float(model.lower_bound_),
+                        "n_iter": int(model.n_iter_)}
+        return seconds
+
+    first = {side: one(side) for side in BAYESIAN_SIDES}  # ours: with tracing
+    for r in range(args.repeats):
+        order = BAYESIAN_SIDES if r % 2 == 0 else BAYESIAN_SIDES[::-1]
+        for side in order:
+            times[side].append(one(side))
+    per_iter = {side: float(np.median(v)) / fitted[side]["n_iter"]
+                for side, v in times.items()}
+    bgm_ratio = per_iter["sklearn_bayesian"] / per_iter["ours_bayesian"]
+    em_ratio = per_iter["sklearn_em"] / per_iter["ours_em"]
+
+    def rel(a, b):
+        return abs(fitted[a]["lower_bound"] - fitted[b]["lower_bound"]) / abs(
+            fitted[b]["lower_bound"])
+
+    result = {
+        "config": {**case, "n": n, "max_iter": args.max_iter,
+                   "sklearn_threads": threads},
+        "first_fit_seconds": first, "times": times,
+        "seconds_per_iteration": per_iter, "fits": fitted,
+        "bayesian_ratio_peer_over_ours": bgm_ratio,
+        "em_ratio_peer_over_ours": em_ratio,
+        "bayesian_bound_rel_diff": rel("ours_bayesian", "sklearn_bayesian"),
+        "em_bound_rel_diff": rel("ours_em", "sklearn_em"),
+        "bound_rtol": BAYESIAN_BOUND_RTOL[dtype],
+        "n_iter_match": len({f["n_iter"] for f in fitted.values()}) == 1,
+    }
+    print("  s/iter: " + ", ".join(f"{side} {t:.4f}" for side, t in per_iter.items())
+          + f"; ratio sklearn/ours: bayesian {bgm_ratio:.3f}, EM {em_ratio:.3f}",
+          flush=True)
+    del x
+    gc.collect()
+    return result
+
+
+def _bayesian_targets(results, lines, failed_checks, missed):
+    for name, r in results["bayesian"]["cases"].items():
+        ok = (r["bayesian_bound_rel_diff"] <= r["bound_rtol"]
+              and r["em_bound_rel_diff"] <= r["bound_rtol"] and r["n_iter_match"])
+        if not ok:
+            failed_checks.append(f"bayesian {name}")
+        lines.append(
+            f"  bayesian {name} lower bounds agree (rel diff <= {r['bound_rtol']:g}, "
+            f"same n_iter): bayesian {r['bayesian_bound_rel_diff']:.2e}, EM "
+            f"{r['em_bound_rel_diff']:.2e}  {_status(ok)}")
+        v, t = r["bayesian_ratio_peer_over_ours"], r["em_ratio_peer_over_ours"]
+        if v < t:
+            missed.append(f"bayesian {name} ratio")
+        lines.append(f"  bayesian {name} s/iter ratio sklearn/ours >= our EM's on "
+                     f"the same case ({t:.3f}): {v:.3f}  {_status(v >= t)}")
+
+
+def format_bayesian_table(bayesian):
+    header = (f"{'bayesian':<9} {'N x D':>11} {'K':>3} {'dtype':<7} {'side':<17} "
+              f"{'s/iter':>9} {'first fit s':>11} {'n_iter':>6} {'lower bound':>16}")
+    lines = [header, "-" * len(header)]
+    for name, r in bayesian["cases"].items():
+        cfg = r["config"]
+        for side in BAYESIAN_SIDES:
+            f = r["fits"][side]
+            lines.append(
+                f"{name:<9} {cfg['n']:>6}x{cfg['d']:<4} {cfg['k']:>3} "
+                f"{cfg['dtype']:<7} {side:<17} {r['seconds_per_iteration'][side]:>9.4f} "
+                f"{r['first_fit_seconds'][side]:>11.3f} {f['n_iter']:>6} "
+                f"{f['lower_bound']:>16.8f}")
+        lines.append(f"{name:<9} ratios sklearn/ours: bayesian "
+                     f"{r['bayesian_ratio_peer_over_ours']:.3f}, EM "
+                     f"{r['em_ratio_peer_over_ours']:.3f}")
+    return "\n".join(lines)
+
+
 def ours_kmeans_init_fn(case):
     """The layer's initialisation (``ops.em.initialize``, XLA-compiled as in
     ``GaussianMixtureEM.fit``) with ``init_params="kmeans"``."""
@@ -1143,6 +1331,8 @@ def targets_report(results):
         if v < t:
             missed.append("init")
         lines.append(f"  init ratio sklearn/ours >= {t:g}: {v:.3f}  {_status(v >= t)}")
+    if "bayesian" in results:
+        _bayesian_targets(results, lines, failed_checks, missed)
     if "stream" in results:
         v = results["stream"]["peak_rss_bytes"]
         t = TARGETS["stream_peak_rss_max_bytes"]
@@ -1214,6 +1404,10 @@ def print_report(results):
                   f"{r['peak_rss_bytes'] / MIB:.0f} MiB "
                   f"(+{r['peak_rss_increase_bytes'] / MIB:.0f} MiB during the fit), "
                   f"lower bound {r['lower_bound']:.6f}")
+    if "bayesian" in results:
+        print(format_bayesian_table(results["bayesian"]))
+        print("(s/iter: median whole fit / n_iter_, start from the "
+              "responsibilities included; first fit: ours with tracing)")
     print()
     print("targets:")
     lines, _, _ = targets_report(results)
@@ -1229,7 +1423,8 @@ def parse_args(argv=None):
                         f"{QUICK_REPEATS} repeats, "
                         f"{QUICK_STREAM_ROWS:,} streamed rows")
     parser.add_argument("--case", action="append",
-                        choices=("small", "full", "diag", "stream", "init", "all"),
+                        choices=("small", "full", "diag", "stream", "init",
+                                 "bayesian", "all"),
                         help="case(s) to run (repeatable; default all)")
     parser.add_argument("--n-divisor", type=int, default=None,
                         help="divide N of the full, diag and init cases by this "
@@ -1262,6 +1457,8 @@ def parse_args(argv=None):
     # of fresh processes)
     args.cases = [c for c in ALL_CASES if c in cases or (
         "all" in cases and not (args.quick and c == "small"))]
+    if "bayesian" in cases:
+        args.cases.append("bayesian")
     if args.repeats is None:
         args.repeats = QUICK_REPEATS if args.quick else REPEATS
     if args.n_divisor is None:
@@ -1375,6 +1572,8 @@ def main(argv=None):
             results[name] = run_small_case(args)
         elif name == "stream":
             results[name] = run_stream_case(args)
+        elif name == "bayesian":
+            results[name] = run_bayesian_case(args)
         elif name == "init":
             case = CASES[INIT_CASE]
             results[name] = run_init_case(case, case["n"] // divisor, args)

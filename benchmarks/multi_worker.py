@@ -4,6 +4,7 @@ Run from the repository root::
 
     python -m benchmarks.multi_worker            # 10,000,000 rows, 3 passes
     python -m benchmarks.multi_worker --quick    # 500,000 rows
+    python -m benchmarks.multi_worker --rows 2000000 --passes 3
 
 The data are ``benchmarks.em``'s stream case (8 anisotropic Gaussian blobs,
 D=16, generated lazily batch by batch from per-batch stateless seeds, 65,536
@@ -16,7 +17,8 @@ processes:
 - **2 workers**: two processes on loopback (``TF_CONFIG``, free ports), each
   generating only its own batches (batch ``i`` on worker ``i % 2``,
   auto-sharding off) under ``tf.distribute.MultiWorkerMirroredStrategy``;
-  each batch's statistics are all-reduced, one M-step per pass on the sums.
+  each batch's statistics (and its row counts) are one all-reduce of one
+  packed tensor, one M-step per pass on the sums.
 
 Reported: the seconds of each pass after the first (the first includes
 tracing), their median, and 1 worker / 2 workers (speed-up). Both workers
@@ -161,6 +163,8 @@ def main(argv=None):
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help=f"{QUICK_ROWS:,} rows instead of {ROWS:,}")
+    parser.add_argument("--rows", type=int, default=None,
+                        help=f"rows of the stream (default {ROWS:,})")
     parser.add_argument("--passes", type=int, default=PASSES)
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     parser.add_argument("--run", help=argparse.SUPPRESS)
@@ -174,7 +178,7 @@ def main(argv=None):
     from benchmarks.em import initial_parameters
     from keras_gmm.ops import em
 
-    rows = QUICK_ROWS if args.quick else ROWS
+    rows = args.rows or (QUICK_ROWS if args.quick else ROWS)
     head = np.concatenate([b.numpy() for b in batches(rows, BATCH).take(2)])
     weights, means, precisions = initial_parameters(head, K, "diag")
     prec_chol = em.precisions_cholesky_from_precisions(tf.constant(precisions), "diag")

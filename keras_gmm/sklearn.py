@@ -74,16 +74,22 @@ try:  # scikit-learn's own parameter constraints (>= 1.2)
 except (ImportError, AttributeError):  # pragma: no cover - older scikit-learn
     _GAUSSIAN_CONSTRAINTS = _BAYESIAN_CONSTRAINTS = None
 
-import tensorflow as tf  # noqa: E402
+import tensorflow as tf
 
-from keras_gmm.layers.bayesian_gaussian_mixture_em import (  # noqa: E402
+from keras_gmm.layers.bayesian_gaussian_mixture_em import (
     BayesianGaussianMixtureEM,
 )
-from keras_gmm.layers.gaussian_mixture_em import GaussianMixtureEM  # noqa: E402
+from keras_gmm.layers.gaussian_mixture_em import GaussianMixtureEM
 
-__all__ = ["GaussianMixture", "BayesianGaussianMixture"]
+__all__ = ["BayesianGaussianMixture", "GaussianMixture"]
 
 _MAX_SEED = np.iinfo(np.int32).max
+#: The estimators' arguments that are not the layer's: the estimator names
+#: ``n_components`` (the layer's ``num_components``) and draws the seed from
+#: ``random_state``; it prints ``verbose``; dtype is the layer's base
+#: argument and batch_size is ``fit``'s.
+_ESTIMATOR_ONLY = frozenset({"n_components", "random_state", "verbose",
+                             "verbose_interval", "dtype", "batch_size"})
 
 
 class _MixtureEstimator(DensityMixin, BaseEstimator):
@@ -98,9 +104,17 @@ class _MixtureEstimator(DensityMixin, BaseEstimator):
     )
 
     # ------------------------------------------------------------- layer
+    def _store_arguments(self, arguments):
+        """scikit-learn's ``__init__``: each argument stored as given, under
+        its name (no checks: ``fit`` validates them)."""
+        for name in self._get_param_names():
+            setattr(self, name, arguments[name])
+
     def _layer_arguments(self):
-        """The layer's constructor arguments, from the estimator's."""
-        raise NotImplementedError
+        """The layer's constructor arguments: the estimator's, less those
+        the estimator handles itself (:data:`_ESTIMATOR_ONLY`)."""
+        return {name: value for name, value in self.get_params(deep=False).items()
+                if name not in _ESTIMATOR_ONLY}
 
     def _new_layer(self, dtype):
         seed = int(check_random_state(self.random_state).randint(_MAX_SEED))
@@ -171,9 +185,9 @@ class _MixtureEstimator(DensityMixin, BaseEstimator):
         for i, bound in enumerate(self.lower_bounds_, start=1):
             if i % self.verbose_interval == 0:
                 if self.verbose == 1:
-                    print("  Iteration %d" % i)
+                    print(f"  Iteration {i}")
                 else:
-                    print("  Iteration %d\t ll change %.5f" % (i, bound - prev))
+                    print(f"  Iteration {i}\t ll change {bound - prev:.5f}")
             prev = bound
         status = "converged" if self.converged_ else "did not converge"
         if self.verbose == 1:
@@ -204,20 +218,23 @@ class _MixtureEstimator(DensityMixin, BaseEstimator):
         check_is_fitted(self)
         return _sklearn_validate_data(self, X, reset=False)
 
+    def _layer_method(self, name, X):
+        """The fitted layer's method ``name`` on ``X``, checked first (so
+        an unfitted estimator raises before ``self._layer`` is read)."""
+        X = self._checked(X)
+        return getattr(self._layer, name)(X)
+
     def predict(self, X):
         """The most probable component of each sample ``[n_samples]``."""
-        X = self._checked(X)  # (before self._layer: unfitted raises)
-        return self._layer.predict(X)
+        return self._layer_method("predict", X)
 
     def predict_proba(self, X):
         """Responsibilities ``[n_samples, n_components]``."""
-        X = self._checked(X)  # (before self._layer: unfitted raises)
-        return self._layer.predict_proba(X)
+        return self._layer_method("predict_proba", X)
 
     def score_samples(self, X):
         """Log-likelihood of each sample ``[n_samples]``."""
-        X = self._checked(X)  # (before self._layer: unfitted raises)
-        return self._layer.score_samples(X)
+        return self._layer_method("score_samples", X)
 
     def score(self, X, y=None):
         """Mean log-likelihood of ``X`` (a Python float)."""
@@ -230,8 +247,8 @@ class _MixtureEstimator(DensityMixin, BaseEstimator):
         check_is_fitted(self)
         if n_samples < 1:
             raise ValueError(
-                "Invalid value for 'n_samples': %d . The sampling requires at "
-                "least one sample." % (self.n_components)
+                f"Invalid value for 'n_samples': {int(self.n_components)} . The "
+                "sampling requires at least one sample."
             )
         seed = int(check_random_state(self.random_state).randint(_MAX_SEED))
         X, y = self._layer.sample(int(n_samples), seed=seed)
@@ -312,31 +329,7 @@ class GaussianMixture(_MixtureEstimator):
         dtype=None,
         batch_size=None,
     ):
-        self.n_components = n_components
-        self.covariance_type = covariance_type
-        self.tol = tol
-        self.reg_covar = reg_covar
-        self.max_iter = max_iter
-        self.n_init = n_init
-        self.init_params = init_params
-        self.weights_init = weights_init
-        self.means_init = means_init
-        self.precisions_init = precisions_init
-        self.random_state = random_state
-        self.warm_start = warm_start
-        self.verbose = verbose
-        self.verbose_interval = verbose_interval
-        self.dtype = dtype
-        self.batch_size = batch_size
-
-    def _layer_arguments(self):
-        return dict(
-            covariance_type=self.covariance_type, tol=self.tol,
-            reg_covar=self.reg_covar, max_iter=self.max_iter, n_init=self.n_init,
-            init_params=self.init_params, weights_init=self.weights_init,
-            means_init=self.means_init, precisions_init=self.precisions_init,
-            warm_start=self.warm_start,
-        )
+        self._store_arguments(locals())
 
     def _n_parameters(self):
         """The number of free parameters (scikit-learn's)."""
@@ -420,36 +413,4 @@ class BayesianGaussianMixture(_MixtureEstimator):
         dtype=None,
         batch_size=None,
     ):
-        self.n_components = n_components
-        self.covariance_type = covariance_type
-        self.tol = tol
-        self.reg_covar = reg_covar
-        self.max_iter = max_iter
-        self.n_init = n_init
-        self.init_params = init_params
-        self.weight_concentration_prior_type = weight_concentration_prior_type
-        self.weight_concentration_prior = weight_concentration_prior
-        self.mean_precision_prior = mean_precision_prior
-        self.mean_prior = mean_prior
-        self.degrees_of_freedom_prior = degrees_of_freedom_prior
-        self.covariance_prior = covariance_prior
-        self.random_state = random_state
-        self.warm_start = warm_start
-        self.verbose = verbose
-        self.verbose_interval = verbose_interval
-        self.dtype = dtype
-        self.batch_size = batch_size
-
-    def _layer_arguments(self):
-        return dict(
-            covariance_type=self.covariance_type, tol=self.tol,
-            reg_covar=self.reg_covar, max_iter=self.max_iter, n_init=self.n_init,
-            init_params=self.init_params,
-            weight_concentration_prior_type=self.weight_concentration_prior_type,
-            weight_concentration_prior=self.weight_concentration_prior,
-            mean_precision_prior=self.mean_precision_prior,
-            mean_prior=self.mean_prior,
-            degrees_of_freedom_prior=self.degrees_of_freedom_prior,
-            covariance_prior=self.covariance_prior,
-            warm_start=self.warm_start,
-        )
+        self._store_arguments(locals())

@@ -28,17 +28,20 @@ _MUST_HAVE_EXAMPLES = {
     "keras_gmm.ops.covariance",
     "keras_gmm.ops.em_driver",
     "keras_gmm.ops.bayesian",
+    "keras_gmm.ops.init",
     "keras_gmm.mixture",
     "keras_gmm.metrics",
     "keras_gmm.export._core",
     "keras_gmm.losses",
     "keras_gmm.layers.gaussian_mixture_classifier",
+    "keras_gmm.layers.bayesian_gaussian_mixture_em",
     "keras_gmm.layers.gaussian_mixture_em",
     "keras_gmm.layers.gmm_conv2d",
     "keras_gmm.layers.gmm_energy",
     "keras_gmm.layers.gmm_prior_sampling",
     "keras_gmm.layers.mixture_density_head",
     "keras_gmm.regularizers",
+    "keras_gmm.sklearn",
 }
 
 

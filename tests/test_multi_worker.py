@@ -11,7 +11,9 @@ computed with one process:
   the same weights on both workers, equal to one process fed the global
   batch (float32 tolerances);
 - online EM's statistics are all-reduced: one mixture for the cluster, not
-  one per replica.
+  one per replica, equal to one process's (float64, 1e-9);
+- a fit initialised from the data (no initial parameters) starts every
+  worker from worker 0's initialisation, so both end with the same mixture.
 
 The workers are separate processes (this process's conftest splits its CPU
 into two logical devices; theirs keep one each). The whole module takes
@@ -114,6 +116,14 @@ def _reference_em(directory):
     return script.em_result(gmm)
 
 
+def _reference_data_init(index):
+    """The initial parameters made from shard ``index`` alone (seed 0)."""
+    gmm = script.make_em_layer(max_iter=0)
+    gmm.fit(script.shard_dataset(script.em_shard(script.em_data(), index),
+                                 script.EM_BATCH), verbose=0)
+    return script.em_result(gmm)
+
+
 def _reference_model(directory, name, rows=None, batch_size=script.GLOBAL_BATCH,
                      strategy=None):
     x, y = script.model_data(name)
@@ -143,6 +153,8 @@ def cluster(tmp_path_factory):
     procs = _start_workers(directory)
     try:
         references = {"em": _reference_em(directory)}
+        for index in range(script.N_WORKERS):
+            references[f"data_init_{index}"] = _reference_data_init(index)
         for name in script.MODELS:
             references[name] = _reference_model(directory, name)
         # online EM stepped on worker 0's half batches alone: what a replica
@@ -220,27 +232,50 @@ def test_energy_moving_statistics_are_all_reduced(cluster):
     np.testing.assert_allclose(w0[index], ref[index], rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="online EM's update all-reduces inside a tf.cond (fitted or not): "
-    "MirroredStrategy and MultiWorkerMirroredStrategy refuse a merge_call in "
-    "control flow (reported; fix in GaussianMixtureEM._online_step)")
 def test_online_em_statistics_are_all_reduced(cluster):
     w0, w1 = (_worker_weights(w, "online_em") for w in cluster["workers"])
     model, ref = cluster["references"]["online_em"]
     _, shard_only = cluster["references"]["online_em_shard_0"]
     layer = script.online_em_layer(model)
     names = [v.path for v in model.weights]
-    mixture = [i for i, v in enumerate(model.weights)
-               if any(v is u for u in (layer.mixture_weights, layer.means,
-                                       layer.precisions_cholesky, layer.moving_nk))]
-    assert mixture
+    state = [layer.mixture_weights, layer.means, layer.precisions_cholesky,
+             layer.moving_nk, layer.moving_scatter, layer.skipped_batches]
+    mixture = [i for i, v in enumerate(model.weights) if any(v is u for u in state)]
+    assert len(mixture) == len(state)
     for i in range(len(ref)):
-        np.testing.assert_allclose(w0[i], w1[i], rtol=1e-6, atol=1e-7, err_msg=names[i])
-        np.testing.assert_allclose(w0[i], ref[i], rtol=1e-4, atol=2e-5, err_msg=names[i])
+        # the float64 mixture: one process's on the global batches, tightly
+        tol = ({"rtol": 1e-9, "atol": 1e-12} if i in mixture
+               else {"rtol": 1e-4, "atol": 2e-5})
+        np.testing.assert_allclose(w0[i], w1[i], err_msg=names[i], **tol)
+        np.testing.assert_allclose(w0[i], ref[i], err_msg=names[i], **tol)
+    assert int(w0[names.index(layer.skipped_batches.path)]) == 0
     # one mixture from both workers' rows: not what worker 0's rows give
     assert any(not np.allclose(w0[i], shard_only[i], rtol=1e-3, atol=1e-4)
                for i in mixture)
+
+
+def _prefixed(worker, prefix):
+    return {k[len(prefix):]: v for k, v in worker["arrays"].items()
+            if k.startswith(prefix)}
+
+
+def test_em_initialised_from_the_data_starts_every_worker_from_worker_0s(cluster):
+    # no initial parameters: each worker initialises from its own shard's
+    # first rows, and every worker starts from worker 0's
+    refs = cluster["references"]
+    for worker in cluster["workers"]:
+        assert worker.get("em_data_error") is None, worker.get("em_data_error")
+        start = _prefixed(worker, "em_data_init_")
+        for key in ("weights", "means", "precisions_cholesky"):
+            np.testing.assert_allclose(start[key], refs["data_init_0"][key],
+                                       rtol=1e-12, atol=1e-14, err_msg=key)
+        # (worker 1's own rows give another start: the agreement is not moot)
+        assert not np.allclose(start["means"], refs["data_init_1"]["means"])
+    fit0, fit1 = (_prefixed(w, "em_data_fit_") for w in cluster["workers"])
+    assert int(fit0["n_iter"]) == int(fit1["n_iter"]) > 1
+    for key in ("weights", "means", "precisions_cholesky", "lower_bound"):
+        np.testing.assert_allclose(fit0[key], fit1[key], rtol=1e-10, atol=1e-12,
+                                   err_msg=key)
 
 
 def test_workers_stop_by_themselves_in_time(cluster):

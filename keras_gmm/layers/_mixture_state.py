@@ -348,17 +348,23 @@ class MixtureState:
             self.moving_scatter.assign(scatter)
 
     # ------------------------------------------------------ stepwise update
-    def _all_reduce(self, batch_stats, batch_size):
-        """Sum a batch's statistics over the replicas (inside a replica
-        context of a strategy with several), so all replicas step alike."""
-        ctx = tf.distribute.get_replica_context()
-        if ctx is not None and ctx.num_replicas_in_sync > 1:
-            return ctx.all_reduce(tf.distribute.ReduceOp.SUM, (batch_stats, batch_size))
-        return batch_stats, batch_size
-
     def _stepwise_values(self, batch_stats, batch_size):
-        """Stepwise EM (:func:`keras_gmm.ops.em.stepwise_statistics`) from one
-        batch's statistics around the current means.
+        """Stepwise EM from one replica's batch statistics around the current
+        means: summed over the replicas first (inside a replica context of a
+        strategy with several: one all-reduce, so all replicas step alike),
+        then :meth:`_stepwise_update`. Call it outside any ``tf.cond``.
+
+        Returns:
+            ``(values, ok)``, as :meth:`_stepwise_update`.
+        """
+        dtype = tf.convert_to_tensor(self.means).dtype
+        batch_stats, n = em_driver.all_reduce((batch_stats, tf.cast(batch_size, dtype)))[0]
+        return self._stepwise_update(batch_stats, n)
+
+    def _stepwise_update(self, batch_stats, n):
+        """Stepwise EM (:func:`keras_gmm.ops.em.stepwise_statistics`) from the
+        statistics of a (global) batch of ``n`` rows around the current means
+        (no collective: safe inside a ``tf.cond``).
 
         Returns:
             ``(values, ok)``: the new ``(weights, means, precisions_cholesky,
@@ -366,8 +372,6 @@ class MixtureState:
         """
         ctype = self.covariance_type
         means = tf.convert_to_tensor(self.means)
-        dtype = means.dtype
-        batch_stats, n = self._all_reduce(batch_stats, tf.cast(batch_size, dtype))
         running = em.Stats(
             tf.convert_to_tensor(self.moving_nk), tf.zeros_like(means),
             tf.convert_to_tensor(self.moving_scatter),
@@ -463,7 +467,9 @@ class BatchFit:
     - The data: an array (checked; rows holding NaN or inf refused; at least
       ``num_components`` rows) or a finite, batched ``tf.data.Dataset``
       (:func:`dataset_of_rows`); under a ``tf.distribute`` strategy an array
-      is streamed as a dataset too.
+      is streamed as a dataset too, and under a multi-worker strategy every
+      worker starts from worker 0's initial parameters
+      (:func:`keras_gmm.ops.em_driver.agree`).
     - ``n_init`` runs (one when warm-starting a fitted layer), each from its
       initialisation; the run with the highest final lower bound is kept.
     - ``max_iter=0`` keeps the initial parameters (``n_iter_ = 0``,
@@ -482,8 +488,11 @@ class BatchFit:
     The layer provides ``_prepare_fit(dataset, array, n_features)`` (per-fit
     checks), ``_initial_parameters(dataset, array)``,
     ``_current_parameters()``, ``_run_in_memory(x, params, progbar,
-    batch_size, per_iteration)`` and ``_run_streamed(dataset, params,
-    progbar, prev_bound)`` (each ``-> (params, bounds, converged)``),
+    batch_size, per_iteration, prev_bound)`` (``-> (params, bounds,
+    converged)``),
+    ``_streamed_pass(dataset, params)`` (``-> em_driver.StreamedPass``: one
+    iteration over a dataset, see :func:`keras_gmm.ops.em_driver.
+    streamed_sums`), ``_ill_defined_message()``,
     ``_store_parameters(params)``, ``_log_resp_of(x)`` (``-> (log_resp,
     log_prob)`` tensors), and the attributes ``num_components``, ``max_iter``,
     ``n_init``, ``warm_start`` and ``_rng`` (a NumPy generator).
@@ -595,12 +604,8 @@ class BatchFit:
         verbose = int(verbose != 0)
         use_current = self.warm_start and self._is_fitted()
         n_init = 1 if use_current else self.n_init
+        # a warm start continues the previous fit's convergence test
         prev_bound = self.lower_bound_ if use_current else -np.inf
-        if dataset is None and np.isfinite(prev_bound):
-            # The compiled in-memory loop starts its convergence test afresh;
-            # streaming the array continues it from the previous bound.
-            dataset = self._stream(array, batch_size or em.default_chunk_size(
-                self.num_components, d, self.covariance_type))
         x_in_memory = None if dataset is not None else tf.constant(array)
         progbar = keras.utils.Progbar(
             max(self.max_iter * n_init, 1), verbose=verbose,
@@ -611,14 +616,17 @@ class BatchFit:
             if use_current:
                 params = self._current_parameters()
             else:
-                params = self._initial_parameters(dataset, array)
+                # under a multi-worker strategy each worker initialises from
+                # its own rows; all start from worker 0's parameters
+                params = em_driver.agree(self._initial_parameters(dataset, array))
             if self.max_iter == 0:
                 result = (params, [], False)
             elif dataset is not None:
                 result = self._run_streamed(dataset, params, progbar, prev_bound)
             else:
                 result = self._run_in_memory(
-                    x_in_memory, params, progbar, batch_size, per_iteration=verbose
+                    x_in_memory, params, progbar, batch_size, per_iteration=verbose,
+                    prev_bound=prev_bound,
                 )
             # The bar ends where this initialisation ended: a converged run
             # says so instead of waiting on iterations that never come.
@@ -642,6 +650,24 @@ class BatchFit:
         history = keras.callbacks.History()
         history.history = {"lower_bound": list(bounds)}
         return history
+
+    def _run_streamed(self, dataset, params, progbar, prev_bound=-np.inf):
+        """The layer's ``_streamed_pass`` iterated by the one streamed loop
+        (:func:`keras_gmm.ops.em_driver.streamed_iterations`); rows holding
+        NaN or inf, or a pass giving non-finite values, raise the layer's
+        error. ``-> (params, bounds, converged)``."""
+        result = em_driver.streamed_iterations(
+            self._streamed_pass, dataset, params, self.max_iter, self.tol,
+            prev_bound=prev_bound,
+            callback=lambda bound, prev: progbar.add(
+                1, [("lower_bound", bound), ("change", bound - prev)]
+            ),
+        )
+        if result.nonfinite_rows:
+            raise self._nonfinite_dataset_error(result.nonfinite_rows)
+        if result.failed:
+            raise ValueError(self._ill_defined_message())
+        return result.params, result.bounds, result.converged
 
     # -------------------------------------------------------------- methods
     def _check_fitted_call(self):

@@ -13,39 +13,23 @@ streamed, one pass per iteration, each replica's statistics summed by one
 all-reduce.
 """
 
-import math
-import weakref
-
 import keras
 import numpy as np
 import tensorflow as tf
 
 from keras_gmm import _validation
-from keras_gmm.layers._mixture_state import BatchFit, MixtureState
-from keras_gmm.layers.gaussian_mixture_em import (
-    OUTPUTS,
-    check_init_params,
-    initial_resp,
-)
-from keras_gmm.ops import bayesian, em
+from keras_gmm.layers.gaussian_mixture_em import BatchEMLayer
+from keras_gmm.ops import bayesian, em, em_driver, init
 
 __all__ = ["BayesianGaussianMixtureEM"]
 
-
-def _initial_state(x, n_components, init_params, covariance_type,
-                   weight_concentration_prior_type, reg_covar, seed, priors):
-    """scikit-learn's ``_initialize_parameters`` of the Bayesian mixture: the
-    variational M-step of the initial responsibilities (unchecked: the caller
-    checks the factor eagerly, XLA drops assertions)."""
-    resp = initial_resp(x, n_components, init_params, seed)
-    return bayesian.initial_state_from_resp(
-        x, resp, priors, covariance_type, reg_covar, weight_concentration_prior_type
-    )
+#: The prior arguments (scikit-learn's), None for its data-dependent defaults.
+_PRIOR_ARGUMENTS = ("weight_concentration_prior", "mean_precision_prior",
+                    "mean_prior", "degrees_of_freedom_prior", "covariance_prior")
 
 
 # Compiled once per (data shape, types, max_iter, chunk size) and shared by
 # every layer; tol, reg_covar and the bounds are tensors (no retrace per value).
-_INITIAL_STATE = tf.function(_initial_state, jit_compile=True, autograph=False)
 _VARIATIONAL_ITERATIONS = tf.function(
     bayesian.variational_iterations, jit_compile=True, autograph=False
 )
@@ -56,56 +40,9 @@ _VARIATIONAL_PASS = tf.function(
     autograph=False,
 )
 
-# The streamed batch steps, one per (mixture shape, dtype, types), and per
-# strategy for the distributed one (a trace captures its strategy).
-# TODO(em_driver): the strategy mechanics are em_driver's batch step for EM;
-# a generic streamed loop there would serve both.
-_STEPS = {}
-_DISTRIBUTED_STEPS = weakref.WeakKeyDictionary()
-
-
-def _make_step(strategy, covariance_type, weight_concentration_prior_type):
-    def statistics(batch, state):
-        totals = bayesian.batch_statistics(
-            batch, state, covariance_type, weight_concentration_prior_type
-        )
-        finite_rows = tf.reduce_all(tf.math.is_finite(batch), axis=-1)
-        nonfinite = tf.reduce_sum(tf.cast(tf.logical_not(finite_rows), batch.dtype))
-        return totals, tf.cast(tf.shape(batch)[0], batch.dtype), nonfinite
-
-    def step(batch, state):
-        if strategy is None:
-            return statistics(batch, state)
-        # The statistics are plain sums: one all-reduce (SUM) of each
-        # replica's gives those of the batch.
-        per_replica = strategy.run(statistics, args=(batch, state))
-        return tf.nest.map_structure(
-            lambda t: strategy.reduce(tf.distribute.ReduceOp.SUM, t, axis=None),
-            per_replica,
-        )
-
-    return tf.function(step, reduce_retracing=True, autograph=False)
-
-
-def _batch_step(means, covariance_type, weight_concentration_prior_type):
-    strategy = tf.distribute.get_strategy() if tf.distribute.has_strategy() else None
-    steps = _STEPS if strategy is None else _DISTRIBUTED_STEPS.setdefault(strategy, {})
-    key = (tuple(means.shape), means.dtype, covariance_type,
-           weight_concentration_prior_type)
-    if key not in steps:
-        steps[key] = _make_step(strategy, covariance_type,
-                                weight_concentration_prior_type)
-    return steps[key]
-
-
-def _distributed(dataset):
-    if tf.distribute.has_strategy():
-        return tf.distribute.get_strategy().experimental_distribute_dataset(dataset)
-    return dataset
-
 
 @keras.saving.register_keras_serializable(package="keras_gmm")
-class BayesianGaussianMixtureEM(MixtureState, BatchFit, keras.layers.Layer):
+class BayesianGaussianMixtureEM(BatchEMLayer, keras.layers.Layer):
     """A variational Bayesian Gaussian mixture, as a Keras layer.
 
     scikit-learn's ``BayesianGaussianMixture`` (same priors, updates and
@@ -199,8 +136,6 @@ class BayesianGaussianMixtureEM(MixtureState, BatchFit, keras.layers.Layer):
         mixtures*, Bayesian Analysis 1(1), 2006.
     """
 
-    _fit_hint = "call fit(x) first"
-
     def __init__(
         self,
         num_components,
@@ -223,12 +158,9 @@ class BayesianGaussianMixtureEM(MixtureState, BatchFit, keras.layers.Layer):
     ):
         self._init_mixture_state(covariance_type, reg_covar, 0.0, kwargs,
                                  zero_reg_covar=True)
+        self._init_batch_em(num_components, tol, max_iter, n_init, init_params,
+                            warm_start, seed, output)
         check = _validation
-        self.num_components = check.check_positive_int(num_components, "num_components")
-        self.tol = check.check_number(tol, "tol", low=0.0)
-        self.max_iter = check.check_int(max_iter, "max_iter", minimum=0)
-        self.n_init = check.check_positive_int(n_init, "n_init")
-        self.init_params = check_init_params(init_params)
         self.weight_concentration_prior_type = (
             bayesian.check_weight_concentration_prior_type(
                 weight_concentration_prior_type
@@ -251,11 +183,6 @@ class BayesianGaussianMixtureEM(MixtureState, BatchFit, keras.layers.Layer):
         else:
             self.covariance_prior = _validation.check_array(
                 covariance_prior, "covariance_prior", dtype=np.float64)
-        self.warm_start = check.check_bool(warm_start, "warm_start")
-        self.seed = check.check_seed(seed)
-        self.output_mode = check.check_one_of(output, "output", OUTPUTS)
-        self._rng = np.random.default_rng(seed)
-        self.lower_bounds_ = []
         self._priors = None
 
     @staticmethod
@@ -269,13 +196,7 @@ class BayesianGaussianMixtureEM(MixtureState, BatchFit, keras.layers.Layer):
 
     # ------------------------------------------------------------------ state
     def build(self, input_shape):
-        d = input_shape[-1]
-        if d is None:
-            raise ValueError(
-                "The feature axis of the input to BayesianGaussianMixtureEM must "
-                f"be known; received input_shape={tuple(input_shape)}."
-            )
-        k, d = self.num_components, int(d)
+        k, d = self.num_components, self._check_feature_axis(input_shape)
         cov = self._covariance
         self._build_mixture_state(k, d, fitted_flag=True, moving=False)
         weight = self._state_weight
@@ -365,27 +286,7 @@ class BayesianGaussianMixtureEM(MixtureState, BatchFit, keras.layers.Layer):
         # Probability math in the variables' dtype, never in float16.
         x = tf.cast(inputs, self.variable_dtype)
         self._check_fitted_call()
-        log_resp, log_prob = self._log_resp_of(x)
-        if self.output_mode == "responsibilities":
-            return tf.exp(log_resp)
-        if self.output_mode == "log_prob":
-            return log_prob
-        return {"responsibilities": tf.exp(log_resp), "log_prob": log_prob}
-
-    def compute_output_shape(self, input_shape):
-        resp = tuple(input_shape[:-1]) + (self.num_components,)
-        if self.output_mode == "responsibilities":
-            return resp
-        if self.output_mode == "log_prob":
-            return tuple(input_shape[:-1])
-        return {"responsibilities": resp, "log_prob": tuple(input_shape[:-1])}
-
-    def compute_output_spec(self, inputs):
-        shape = self.compute_output_shape(tuple(inputs.shape))
-        dtype = self.variable_dtype
-        if isinstance(shape, dict):
-            return {key: keras.KerasTensor(s, dtype=dtype) for key, s in shape.items()}
-        return keras.KerasTensor(shape, dtype=dtype)
+        return self._outputs(*self._log_resp_of(x))
 
     def _log_resp_of(self, x):
         return bayesian.variational_log_resp(
@@ -394,13 +295,7 @@ class BayesianGaussianMixtureEM(MixtureState, BatchFit, keras.layers.Layer):
 
     # ------------------------------------------------------------------ fit
     def _prior_arguments(self):
-        return dict(
-            weight_concentration_prior=self.weight_concentration_prior,
-            mean_precision_prior=self.mean_precision_prior,
-            mean_prior=self.mean_prior,
-            degrees_of_freedom_prior=self.degrees_of_freedom_prior,
-            covariance_prior=self.covariance_prior,
-        )
+        return {name: getattr(self, name) for name in _PRIOR_ARGUMENTS}
 
     def _data_moments(self, dataset):
         """The data's mean and default covariance prior, streamed (one
@@ -446,13 +341,11 @@ class BayesianGaussianMixtureEM(MixtureState, BatchFit, keras.layers.Layer):
     def _initial_parameters(self, dataset, array):
         x = self._init_rows(dataset, array)
         seed = tf.constant(self._rng.integers(0, 2**31 - 1, size=2), tf.int64)
-        state = _INITIAL_STATE(
-            x, self.num_components, self.init_params, self.covariance_type,
-            self.weight_concentration_prior_type, self._scalar(self.reg_covar), seed,
-            self._priors,
+        return init.run(
+            init.initial_variational_state, x, self.num_components,
+            self.init_params, self.covariance_type, self._scalar(self.reg_covar),
+            seed, self._priors, self.weight_concentration_prior_type,
         )
-        em.check_precisions_cholesky(state.precisions_cholesky)
-        return state
 
     def _current_parameters(self):
         return self._state()
@@ -470,69 +363,40 @@ class BayesianGaussianMixtureEM(MixtureState, BatchFit, keras.layers.Layer):
                                 (self.degrees_of_freedom, state.degrees_of_freedom)):
             variable.assign(tf.cast(value, variable.dtype))
 
-    def _ill_defined_message(self):
-        return em.ill_defined_covariance_message(self.dtype)
-
-    def _run_in_memory(self, x, state, progbar, batch_size, per_iteration):
+    def _run_in_memory(self, x, state, progbar, batch_size, per_iteration,
+                       prev_bound=-np.inf):
         """The whole variational loop compiled (:func:`keras_gmm.ops.
         bayesian.variational_iterations`); with a progress bar, one
-        iteration per call (same graph)."""
-        bounds, prev, converged = [], -np.inf, False
-        while len(bounds) < self.max_iter and not converged:
-            limit = 1 if per_iteration else self.max_iter - len(bounds)
-            new, block, n_iter, converged, failed = _VARIATIONAL_ITERATIONS(
+        iteration per call (same graph). ``prev_bound``: the bound before
+        the first iteration (a warm start continues the previous fit's
+        convergence test from it)."""
+        def iterations(state, prev, limit):
+            return _VARIATIONAL_ITERATIONS(
                 x, state, self._priors, self.covariance_type,
                 self.weight_concentration_prior_type, self._scalar(self.reg_covar),
                 self.max_iter, self._scalar(self.tol), batch_size,
                 self._scalar(prev), tf.constant(limit),
             )
-            block = block.numpy()[: int(n_iter)].tolist()
-            if bool(failed):
-                raise ValueError(self._ill_defined_message())
-            for bound in block:
-                progbar.add(1, [("lower_bound", bound), ("change", bound - prev)])
-                prev = bound
-            bounds += block
-            state, converged = new, bool(converged)
-        return state, bounds, converged
+
+        return self._iterate_in_memory(iterations, state, progbar, per_iteration,
+                                       prev_bound)
 
     def _streamed_pass(self, dataset, state):
-        """``(bound, new state)`` of one pass over ``dataset`` (each batch's
-        statistics all-reduced under a strategy)."""
+        """One variational pass over ``dataset``: the statistics streamed by
+        :func:`keras_gmm.ops.em_driver.streamed_sums` (one all-reduce per
+        batch under a strategy), then the variational M-step; an
+        :class:`keras_gmm.ops.em_driver.StreamedPass` (the loop is
+        :meth:`BatchFit._run_streamed`'s)."""
         ctype, wtype = self.covariance_type, self.weight_concentration_prior_type
-        step = _batch_step(state.means, ctype, wtype)
-        k, d = self.num_components, self.event_size
-        totals = bayesian.zero_statistics(k, d, ctype, state.means.dtype)
-        nonfinite = 0.0
-        for batch in _distributed(dataset):
-            stats, _, bad = step(batch, state)
-            totals = bayesian.add_statistics(totals, stats)
-            nonfinite += float(bad)
+        zero = bayesian.zero_statistics(self.num_components, self.event_size, ctype,
+                                        state.means.dtype)
+        totals, n, nonfinite = em_driver.streamed_sums(
+            dataset, bayesian.batch_statistics, (state, ctype, wtype), zero)
         if nonfinite:
-            raise self._nonfinite_dataset_error(int(nonfinite))
+            return em_driver.StreamedPass(float("nan"), state, n, nonfinite)
         bound, new = _VARIATIONAL_PASS(totals, state, self._priors, ctype,
                                        self._scalar(self.reg_covar), wtype)
-        return float(bound), new
-
-    def _run_streamed(self, dataset, state, progbar, prev_bound=-np.inf):
-        """Streamed passes with :func:`keras_gmm.ops.em_driver.iterate`'s
-        rules (converged when the bound moves by less than ``tol``; a pass
-        giving non-finite values raises scikit-learn's error)."""
-        bounds, prev = [], prev_bound
-        for _ in range(self.max_iter):
-            bound, new = self._streamed_pass(dataset, state)
-            bounds.append(bound)
-            progbar.add(1, [("lower_bound", bound), ("change", bound - prev)])
-            finite = math.isfinite(bound) and all(
-                bool(tf.reduce_all(tf.math.is_finite(t))) for t in tf.nest.flatten(new)
-            )
-            if not finite:
-                raise ValueError(self._ill_defined_message())
-            state = new
-            if abs(bound - prev) < self.tol:
-                return state, bounds, True
-            prev = bound
-        return state, bounds, False
+        return em_driver.StreamedPass(float(bound), new, n, nonfinite)
 
     def initialize_from_responsibilities(self, x, resp):
         """Set the posterior to the variational M-step of responsibilities
@@ -599,23 +463,8 @@ class BayesianGaussianMixtureEM(MixtureState, BatchFit, keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        to_list = lambda a: a.tolist() if isinstance(a, np.ndarray) else a  # noqa: E731
-        config.update({
-            "num_components": self.num_components,
-            "covariance_type": self.covariance_type,
-            "tol": self.tol,
-            "reg_covar": self.reg_covar,
-            "max_iter": self.max_iter,
-            "n_init": self.n_init,
-            "init_params": self.init_params,
-            "weight_concentration_prior_type": self.weight_concentration_prior_type,
-            "weight_concentration_prior": self.weight_concentration_prior,
-            "mean_precision_prior": self.mean_precision_prior,
-            "mean_prior": to_list(self.mean_prior),
-            "degrees_of_freedom_prior": self.degrees_of_freedom_prior,
-            "covariance_prior": to_list(self.covariance_prior),
-            "warm_start": self.warm_start,
-            "seed": self.seed,
-            "output": self.output_mode,
-        })
+        config.update(self._batch_em_config())
+        config["weight_concentration_prior_type"] = self.weight_concentration_prior_type
+        for name, value in self._prior_arguments().items():
+            config[name] = value.tolist() if isinstance(value, np.ndarray) else value
         return config

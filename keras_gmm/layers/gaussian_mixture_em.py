@@ -28,18 +28,20 @@ from keras_gmm.layers._mixture_state import (
     MixtureState,
     NotFittedError,
 )
-from keras_gmm.ops import em, em_driver, gaussian
+from keras_gmm.ops import em, em_driver, gaussian, init
 
-__all__ = ["ConvergenceWarning", "GaussianMixtureEM", "NotFittedError",
-           "initial_resp", "check_init_params"]
+__all__ = [
+    "ConvergenceWarning",
+    "GaussianMixtureEM",
+    "NotFittedError",
+    "check_init_params",
+    "initial_resp",
+]
 
-#: ``init_params`` of the batch-EM layers: scikit-learn's four, and
-#: "kmeans++_assign" (k-means++ seeds, each point labelled by its nearest
-#: seed: the parameters scikit-learn's "k-means++" reaches after one
-#: iteration, without that iteration).
-INIT_PARAMS = ("kmeans++_assign", "kmeans", "k-means++", "random", "random_from_data")
-#: The former name of "kmeans++_assign" (accepted, with a DeprecationWarning).
-_RENAMED_INIT_PARAMS = {"kmeans++": "kmeans++_assign"}
+# The initialisations are keras_gmm.ops.init's (re-exported: public here before).
+INIT_PARAMS = init.INIT_PARAMS
+check_init_params = init.check_init_params
+initial_resp = init.initial_resp
 OUTPUTS = ("responsibilities", "log_prob", "both")
 
 
@@ -49,96 +51,103 @@ OUTPUTS = ("responsibilities", "log_prob", "both")
 _EM_ITERATIONS = em_driver.in_memory_em
 
 
-def _initializer(fn, checkable=False):
-    """``fn(x, n_components, init_params, covariance_type, reg_covar, seed)``
-    for small data op by op the first time, then traced without XLA
-    (:func:`keras_gmm.ops.em_driver.small`; only if ``checkable``: ``fn``
-    takes ``check=False`` and its factor is checked here, eagerly, so a
-    failure is the same ValueError either way), XLA-compiled for large (once
-    per shape and static arguments, :func:`keras_gmm.ops.em_driver.compiled`).
-    """
+class BatchEMLayer(MixtureState, BatchFit):
+    """What the batch-EM layers (:class:`GaussianMixtureEM`,
+    :class:`keras_gmm.BayesianGaussianMixtureEM`) share beyond
+    :class:`~keras_gmm.layers._mixture_state.BatchFit`: their common
+    arguments, the ``output`` modes of ``call`` and their config entries.
+    List it before ``keras.layers.Layer`` in the bases."""
 
-    def run(x, n_components, init_params, covariance_type, reg_covar, seed):
-        n, d = int(x.shape[0]), int(x.shape[1])
-        key = (n, n_components, d, x.dtype.name)
-        args = (x, n_components, init_params, covariance_type, reg_covar, seed)
-        if em_driver.use_xla(n * n_components * d):
-            return em_driver.compiled(fn, *key)(*args)
-        if not checkable:
-            return fn(*args)
-        out = em_driver.small(fn, *key)(*args, check=False)
-        em.check_precisions_cholesky(out[2])
-        return out
+    _fit_hint = "call fit(x) first"
+    #: the constructor arguments every batch-EM layer has (its config)
+    _BATCH_EM_ARGUMENTS = ("num_components", "covariance_type", "tol", "reg_covar",
+                           "max_iter", "n_init", "init_params", "warm_start", "seed")
 
-    return run
+    def _init_batch_em(self, num_components, tol, max_iter, n_init, init_params,
+                       warm_start, seed, output):
+        """Check and store the common arguments (after
+        :meth:`_init_mixture_state`)."""
+        check = _validation
+        self.num_components = check.check_positive_int(num_components, "num_components")
+        self.tol = check.check_number(tol, "tol", low=0.0)
+        self.max_iter = check.check_int(max_iter, "max_iter", minimum=0)
+        self.n_init = check.check_positive_int(n_init, "n_init")
+        self.init_params = init.check_init_params(init_params)
+        self.output_mode = check.check_one_of(output, "output", OUTPUTS)
+        self.warm_start = check.check_bool(warm_start, "warm_start")
+        self.seed = check.check_seed(seed)
+        self._rng = np.random.default_rng(seed)
+        self.lower_bounds_ = []
 
+    def _check_feature_axis(self, input_shape):
+        """``D`` of ``input_shape``; a ValueError when it is unknown."""
+        d = input_shape[-1]
+        if d is None:
+            raise ValueError(
+                f"The feature axis of the input to {type(self).__name__} must be "
+                f"known; received input_shape={tuple(input_shape)}."
+            )
+        return int(d)
 
-_INITIALIZE = _initializer(em.initialize, checkable=True)
+    def _ill_defined_message(self):
+        return em.ill_defined_covariance_message(self.dtype)
 
+    def _outputs(self, log_resp, log_prob):
+        """What ``call`` returns for ``output``."""
+        if self.output_mode == "responsibilities":
+            return tf.exp(log_resp)
+        if self.output_mode == "log_prob":
+            return log_prob
+        return {"responsibilities": tf.exp(log_resp), "log_prob": log_prob}
 
-def check_init_params(value, name="init_params"):
-    """``value`` if it is one of :data:`INIT_PARAMS` (the former
-    "kmeans++" is renamed "kmeans++_assign", with a DeprecationWarning)."""
-    if isinstance(value, str) and value in _RENAMED_INIT_PARAMS:
-        new = _RENAMED_INIT_PARAMS[value]
-        warnings.warn(
-            f"`{name}={value!r}` is now spelled {new!r} (scikit-learn's "
-            "'k-means++' puts each initial mean on its seed point instead); "
-            f"the old name will be removed.", DeprecationWarning, stacklevel=3,
-        )
-        value = new
-    return _validation.check_one_of(value, name, INIT_PARAMS)
+    def compute_output_shape(self, input_shape):
+        resp = tuple(input_shape[:-1]) + (self.num_components,)
+        if self.output_mode == "responsibilities":
+            return resp
+        if self.output_mode == "log_prob":
+            return tuple(input_shape[:-1])
+        return {"responsibilities": resp, "log_prob": tuple(input_shape[:-1])}
 
+    def compute_output_spec(self, inputs, training=None):
+        # The outputs are in the variables' dtype (float32 under
+        # mixed_float16), not the compute dtype.
+        shape = self.compute_output_shape(tuple(inputs.shape))
+        dtype = self.variable_dtype
+        if isinstance(shape, dict):
+            return {key: keras.KerasTensor(s, dtype=dtype) for key, s in shape.items()}
+        return keras.KerasTensor(shape, dtype=dtype)
 
-def initial_resp(x, n_components, init_params, seed, kmeans_iter=10):
-    """Initial responsibilities ``[N, K]`` of scikit-learn's
-    ``_initialize_parameters`` (TF stateless RNG, see :mod:`keras_gmm.ops.em`):
+    def _iterate_in_memory(self, iterations, params, progbar, per_iteration,
+                           prev_bound):
+        """The loop of ``_run_in_memory``: ``iterations(params, prev_bound,
+        limit)`` runs at most ``limit`` compiled iterations (``-> (params,
+        bounds [max_iter], n_iter, converged, failed)``), called once, or
+        once per iteration with a progress bar (``per_iteration``); a failed
+        factor raises scikit-learn's error. ``-> (params, bounds,
+        converged)``."""
+        bounds, prev, converged = [], prev_bound, False
+        while len(bounds) < self.max_iter and not converged:
+            limit = 1 if per_iteration else self.max_iter - len(bounds)
+            params, block, n_iter, converged, failed = iterations(params, prev, limit)
+            block = block.numpy()[: int(n_iter)].tolist()
+            if bool(failed):
+                raise ValueError(self._ill_defined_message())
+            for bound in block:
+                progbar.add(1, [("lower_bound", bound), ("change", bound - prev)])
+                prev = bound
+            bounds += block
+            converged = bool(converged)
+        return params, bounds, converged
 
-    - "kmeans": one-hot k-means labels (k-means++ seeds, then ``kmeans_iter``
-      Lloyd steps), as :func:`keras_gmm.ops.em.initialize`;
-    - "k-means++": one-hot at the k-means++ seed points (row ``indices[k]``
-      in column ``k``), so each initial mean is its seed point and each
-      initial covariance ``reg_covar * I`` (scikit-learn's meaning);
-    - "kmeans++_assign": one-hot labels of each point's nearest seed;
-    - "random", "random_from_data": :func:`keras_gmm.ops.em.random_resp`,
-      :func:`keras_gmm.ops.em.random_from_data_resp`.
-
-    The k-means work runs on data centred on its mean. Static
-    ``n_components`` and ``init_params``; compiles with XLA.
-    """
-    # TODO(ops.em): the resp-level initialisation belongs in ops/em.py (one
-    # home with em.initialize, which would then be parameters_from_resp of it).
-    k = n_components
-    n = x.shape[0] if x.shape[0] is not None else tf.shape(x)[0]
-    if init_params in ("kmeans", "k-means++", "kmeans++_assign"):
-        xc = x - tf.reduce_mean(x, axis=0)
-        centers, indices = em.kmeans_plusplus(xc, k, seed)
-        if init_params == "k-means++":
-            return tf.scatter_nd(indices[:, None], tf.eye(k, dtype=x.dtype), [n, k])
-        # kmeans_iter=0: the nearest-seed labels
-        _, labels = em.kmeans(xc, centers, kmeans_iter if init_params == "kmeans" else 0)
-        return em.labels_to_resp(labels, k, x.dtype)
-    if init_params == "random":
-        return em.random_resp(n, k, seed, x.dtype)
-    return em.random_from_data_resp(n, k, seed, x.dtype)
-
-
-def _initialize_from_resp(x, n_components, init_params, covariance_type, reg_covar,
-                          seed):
-    """``(weights, means, precisions_cholesky)`` from :func:`initial_resp`
-    (scikit-learn's ``_initialize``): the init that :func:`keras_gmm.ops.em.
-    initialize` does not have ("k-means++")."""
-    resp = initial_resp(x, n_components, init_params, seed)
-    w, means, _, prec_chol = em.parameters_from_resp(x, resp, covariance_type,
-                                                     reg_covar)
-    return w, means, prec_chol
-
-
-_INITIALIZE_FROM_RESP = _initializer(_initialize_from_resp)
+    def _batch_em_config(self):
+        """The config entries of the common arguments and ``output``."""
+        config = {name: getattr(self, name) for name in self._BATCH_EM_ARGUMENTS}
+        config["output"] = self.output_mode
+        return config
 
 
 @keras.saving.register_keras_serializable(package="keras_gmm")
-class GaussianMixtureEM(MixtureState, BatchFit, keras.layers.Layer):
+class GaussianMixtureEM(BatchEMLayer, keras.layers.Layer):
     """A Gaussian mixture fitted by Expectation-Maximization, as a Keras layer.
 
     A drop-in for scikit-learn's ``GaussianMixture`` (same arguments, fitted
@@ -231,8 +240,6 @@ class GaussianMixtureEM(MixtureState, BatchFit, keras.layers.Layer):
     ((3,), (2, 2))
     """
 
-    _fit_hint = "call fit(x) first"
-
     def __init__(
         self,
         num_components,
@@ -254,22 +261,13 @@ class GaussianMixtureEM(MixtureState, BatchFit, keras.layers.Layer):
     ):
         self._init_mixture_state(covariance_type, reg_covar, momentum, kwargs,
                                  zero_reg_covar=True)
-        check = _validation
-        self.num_components = check.check_positive_int(num_components, "num_components")
-        self.tol = check.check_number(tol, "tol", low=0.0)
-        self.max_iter = check.check_int(max_iter, "max_iter", minimum=0)
-        self.n_init = check.check_positive_int(n_init, "n_init")
-        self.init_params = check_init_params(init_params)
-        self.output_mode = check.check_one_of(output, "output", OUTPUTS)
-        self.warm_start = check.check_bool(warm_start, "warm_start")
-        self.online = check.check_bool(online, "online")
-        self.seed = check.check_seed(seed)
+        self._init_batch_em(num_components, tol, max_iter, n_init, init_params,
+                            warm_start, seed, output)
+        self.online = _validation.check_bool(online, "online")
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.weights_init = self._init_array(weights_init, "weights_init")
         self.means_init = self._init_array(means_init, "means_init")
         self.precisions_init = self._init_array(precisions_init, "precisions_init")
-        self._rng = np.random.default_rng(seed)
-        self.lower_bounds_ = []
         self._unfitted_warned = False
 
     @staticmethod
@@ -280,12 +278,7 @@ class GaussianMixtureEM(MixtureState, BatchFit, keras.layers.Layer):
 
     # ------------------------------------------------------------------ state
     def build(self, input_shape):
-        d = input_shape[-1]
-        if d is None:
-            raise ValueError(
-                "The feature axis of the input to GaussianMixtureEM must be "
-                f"known; received input_shape={tuple(input_shape)}."
-            )
+        d = self._check_feature_axis(input_shape)
         self._build_mixture_state(
             self.num_components, d, fitted_flag=True, moving=self.online
         )
@@ -293,9 +286,6 @@ class GaussianMixtureEM(MixtureState, BatchFit, keras.layers.Layer):
         self._build_fit_summary()
         if self.online:
             self._build_skip_counter()
-
-    def _ill_defined_message(self):
-        return em.ill_defined_covariance_message(self.dtype)
 
     # ------------------------------------------------------------------ call
     def call(self, inputs, training=None):
@@ -307,31 +297,9 @@ class GaussianMixtureEM(MixtureState, BatchFit, keras.layers.Layer):
         else:
             self._check_fitted_call()
         w, means, prec_chol = self._params()
-        log_resp, log_prob = gaussian.log_responsibilities(
+        return self._outputs(*gaussian.log_responsibilities(
             x, tf.math.log(w), means, prec_chol, self.covariance_type
-        )
-        if self.output_mode == "responsibilities":
-            return tf.exp(log_resp)
-        if self.output_mode == "log_prob":
-            return log_prob
-        return {"responsibilities": tf.exp(log_resp), "log_prob": log_prob}
-
-    def compute_output_shape(self, input_shape):
-        resp = tuple(input_shape[:-1]) + (self.num_components,)
-        if self.output_mode == "responsibilities":
-            return resp
-        if self.output_mode == "log_prob":
-            return tuple(input_shape[:-1])
-        return {"responsibilities": resp, "log_prob": tuple(input_shape[:-1])}
-
-    def compute_output_spec(self, inputs, training=None):
-        # The outputs are in the variables' dtype (float32 under
-        # mixed_float16), not the compute dtype.
-        shape = self.compute_output_shape(tuple(inputs.shape))
-        dtype = self.variable_dtype
-        if isinstance(shape, dict):
-            return {key: keras.KerasTensor(s, dtype=dtype) for key, s in shape.items()}
-        return keras.KerasTensor(shape, dtype=dtype)
+        ))
 
     # ---------------------------------------------------------------- online
     def _online_init_values(self, x):
@@ -344,8 +312,8 @@ class GaussianMixtureEM(MixtureState, BatchFit, keras.layers.Layer):
         # k-means++ runs on a finite stand-in of a skipped batch (its result
         # is dropped): the initialisation's checks never see a NaN.
         safe = tf.where(finite_rows[:, None], x, tf.zeros_like(x))
-        w, means, prec_chol = em.initialize(
-            safe, k, "kmeans++", self.covariance_type, self.reg_covar,
+        w, means, prec_chol = init.initialize(
+            safe, k, "kmeans++_assign", self.covariance_type, self.reg_covar,
             mixture_lib.stateless_seed(None, self.seed_generator),
         )
         nk, scatter = self._moving_statistics_of(
@@ -355,12 +323,35 @@ class GaussianMixtureEM(MixtureState, BatchFit, keras.layers.Layer):
         ok &= tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in values])
         return values, ok
 
-    def _online_update_values(self, x):
+    def _online_batch_values(self, x):
+        """One replica's part of a step: the statistics of its rows around
+        the current means, their count and the rows holding NaN/inf (summed
+        over the replicas), and, before the first successful step, the
+        k-means++ initialisation of its rows (replica 0's is used)."""
         stats, _ = em.batch_statistics(x, *self._params(), self.covariance_type)
-        return self._stepwise_values(stats, tf.shape(x)[0])
+        dtype = stats.nk.dtype
+        finite_rows = tf.reduce_all(tf.math.is_finite(x), axis=-1)
+        counts = (tf.cast(tf.shape(x)[0], dtype),
+                  tf.reduce_sum(tf.cast(tf.logical_not(finite_rows), dtype)))
+        # local work only inside the cond (no collective in control flow)
+        init = tf.cond(
+            self._fitted_tensor(),
+            lambda: (tuple(tf.zeros_like(v) for v in (
+                self.mixture_weights, self.means, self.precisions_cholesky,
+                self.moving_nk, self.moving_scatter)), tf.constant(False)),
+            lambda: self._online_init_values(x),
+        )
+        return (stats, counts), init
 
     def _online_step(self, x):
-        """One stepwise-EM step from a training batch (inside ``model.fit``)."""
+        """One stepwise-EM step from a training batch (inside ``model.fit``).
+
+        Under a ``tf.distribute`` strategy every replica ends with the same
+        mixture: the replicas' batch statistics are summed (with the first
+        step's initialisation from replica 0's rows) by one all-reduce
+        outside any ``tf.cond`` (:func:`keras_gmm.ops.em_driver.all_reduce`),
+        so a step is the one-process step on the global batch; a global batch
+        holding NaN/inf is skipped (and counted) on every replica."""
         k, rows = self.num_components, x.shape[0]
         if rows is not None and rows < k and not self._is_fitted():
             warnings.warn(
@@ -372,11 +363,15 @@ class GaussianMixtureEM(MixtureState, BatchFit, keras.layers.Layer):
             self.skipped_batches.assign_add(tf.constant(1, tf.int64))
             return
         fitted = self._fitted_tensor()
+        summed, first = self._online_batch_values(x)
+        (stats, (n, nonfinite)), (init_values, init_ok) = em_driver.all_reduce(
+            summed, first)
         values, ok = tf.cond(
             fitted,
-            lambda: self._online_update_values(x),
-            lambda: self._online_init_values(x),
+            lambda: self._stepwise_update(stats, n),
+            lambda: (init_values, init_ok),
         )
+        ok &= nonfinite == 0
         self._commit_step(values, ok)
         self.fitted.assign(tf.cast(fitted | ok, self.fitted.dtype))
 
@@ -402,17 +397,10 @@ class GaussianMixtureEM(MixtureState, BatchFit, keras.layers.Layer):
             return given
         x = self._init_rows(dataset, array)
         seed = tf.constant(self._rng.integers(0, 2**31 - 1, size=2), tf.int64)
-        if self.init_params == "k-means++":
-            computed = _INITIALIZE_FROM_RESP(
-                x, self.num_components, self.init_params, self.covariance_type,
-                self.reg_covar, seed,
-            )
-        else:  # em.initialize's names: "kmeans++" is "kmeans++_assign"
-            computed = _INITIALIZE(
-                x, self.num_components,
-                "kmeans++" if self.init_params == "kmeans++_assign" else self.init_params,
-                self.covariance_type, self.reg_covar, seed,
-            )
+        computed = init.run(
+            init.initialize, x, self.num_components, self.init_params,
+            self.covariance_type, tf.constant(self.reg_covar, x.dtype), seed,
+        )
         return tuple(c if g is None else g for g, c in zip(given, computed))
 
     def _current_parameters(self):
@@ -472,42 +460,31 @@ class GaussianMixtureEM(MixtureState, BatchFit, keras.layers.Layer):
                 "eigenvalues; positive for diag/spherical)."
             )
 
-    def _run_in_memory(self, x, params, progbar, batch_size, per_iteration):
+    def _run_in_memory(self, x, params, progbar, batch_size, per_iteration,
+                       prev_bound=-np.inf):
         """The EM loop (:func:`keras_gmm.ops.em_driver.in_memory_em`: op by
         op for small data, XLA-compiled blocks for large); with a progress
-        bar, called one iteration at a time (same data, same compilation)."""
-        bounds, prev, converged = [], -np.inf, False
+        bar, called one iteration at a time (same data, same compilation).
+        ``prev_bound``: the bound before the first iteration (a warm start
+        continues the previous fit's convergence test from it)."""
         data = em_driver.InMemoryData(x, self.num_components, self.covariance_type,
                                       batch_size)
-        while len(bounds) < self.max_iter and not converged:
-            limit = 1 if per_iteration else self.max_iter - len(bounds)
+
+        def iterations(params, prev, limit):
             *new, block, n_iter, converged, failed = _EM_ITERATIONS(
                 data, *params, self.covariance_type, self.reg_covar, self.max_iter,
                 self.tol, tf.constant(prev, x.dtype), tf.constant(limit),
             )
-            block = block.numpy()[: int(n_iter)].tolist()
-            if bool(failed):
-                raise ValueError(self._ill_defined_message())
-            for bound in block:
-                progbar.add(1, [("lower_bound", bound), ("change", bound - prev)])
-                prev = bound
-            bounds += block
-            params, converged = tuple(new), bool(converged)
-        return params, bounds, converged
+            return tuple(new), block, n_iter, converged, failed
 
-    def _run_streamed(self, dataset, params, progbar, prev_bound=-np.inf):
-        result = em_driver.streamed_em(
-            dataset, params, self.covariance_type, self.reg_covar, self.max_iter,
-            self.tol, prev_bound=prev_bound,
-            callback=lambda bound, prev: progbar.add(
-                1, [("lower_bound", bound), ("change", bound - prev)]
-            ),
-        )
-        if result.nonfinite_rows:
-            raise self._nonfinite_dataset_error(result.nonfinite_rows)
-        if result.failed:
-            raise ValueError(self._ill_defined_message())
-        return result.params, result.bounds, result.converged
+        return self._iterate_in_memory(iterations, params, progbar, per_iteration,
+                                       prev_bound)
+
+    def _streamed_pass(self, dataset, params):
+        """One EM iteration over ``dataset`` (:func:`keras_gmm.ops.em_driver.
+        streamed_pass`; the loop is :meth:`BatchFit._run_streamed`'s)."""
+        return em_driver.streamed_pass(dataset, params, self.covariance_type,
+                                       self.reg_covar)
 
     def fit(self, x, batch_size=None, verbose="auto"):
         """Fit by EM; returns a ``keras.callbacks.History`` whose ``history``
@@ -553,24 +530,9 @@ class GaussianMixtureEM(MixtureState, BatchFit, keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        to_list = lambda a: None if a is None else a.tolist()  # noqa: E731
-        config.update(
-            {
-                "num_components": self.num_components,
-                "covariance_type": self.covariance_type,
-                "tol": self.tol,
-                "reg_covar": self.reg_covar,
-                "max_iter": self.max_iter,
-                "n_init": self.n_init,
-                "init_params": self.init_params,
-                "weights_init": to_list(self.weights_init),
-                "means_init": to_list(self.means_init),
-                "precisions_init": to_list(self.precisions_init),
-                "warm_start": self.warm_start,
-                "seed": self.seed,
-                "output": self.output_mode,
-                "online": self.online,
-                "momentum": self.momentum,
-            }
-        )
+        config.update(self._batch_em_config())
+        for name in ("weights_init", "means_init", "precisions_init"):
+            value = getattr(self, name)
+            config[name] = None if value is None else value.tolist()
+        config.update(online=self.online, momentum=self.momentum)
         return config

@@ -65,19 +65,19 @@ Design
   :func:`check_precisions_cholesky` (the factor is NaN, never silently wrong).
 * The per-covariance-type algebra (moments, scatter, covariances <->
   precision factors) is asked of :mod:`keras_gmm.ops.covariance`.
-* Initialisation (:func:`kmeans_plusplus`, :func:`kmeans`, :func:`random_resp`,
-  :func:`random_from_data_resp`, :func:`parameters_from_resp`) mirrors
-  scikit-learn's ``init_params`` with TF stateless RNG (``seed``: a shape-[2]
-  integer tensor, with the Philox algorithm fixed and floats built from
-  integer draws, so eager, graph and XLA draw the same numbers); the random
-  streams differ from NumPy's, the sampling distributions do not (k-means++
-  draws its candidates by Gumbel-max rather than an inverse CDF).
+* The initialisations (k-means++, k-means, random; scikit-learn's
+  ``init_params``) are :mod:`keras_gmm.ops.init`; this module holds the
+  parameters of an initial clustering (:func:`parameters_from_resp`,
+  :func:`parameters_from_labels`). The names that lived here before
+  (``kmeans_plusplus``, ``kmeans``, ``labels_to_resp``, ``random_resp``,
+  ``random_from_data_resp``, ``initialize``, ``INIT_PARAMS``) still import
+  from here: they are :mod:`keras_gmm.ops.init`'s.
 
 All functions are dtype-generic (float32/float64) and use static shapes, so
 they run under ``tf.function(jit_compile=True)``.
 """
 
-import math
+import importlib
 from typing import NamedTuple
 
 import numpy as np
@@ -88,35 +88,28 @@ from keras_gmm.ops.covariance import COVARIANCE_TYPES
 
 __all__ = [
     "COVARIANCE_TYPES",
+    "EXPANSION_RTOL",
     "Stats",
-    "e_step",
-    "sufficient_statistics",
-    "zero_statistics",
     "add_statistics",
-    "m_step",
+    "batch_statistics",
+    "check_precisions_cholesky",
+    "covariances_from_precisions",
+    "covariances_from_precisions_cholesky",
+    "default_chunk_size",
+    "e_step",
     "estimate_gaussian_parameters",
+    "ill_defined_covariance_message",
+    "lower_bound",
+    "m_step",
+    "parameters_from_labels",
+    "parameters_from_resp",
     "precisions_cholesky_from_covariances",
     "precisions_cholesky_from_precisions",
-    "covariances_from_precisions_cholesky",
-    "covariances_from_precisions",
-    "check_precisions_cholesky",
-    "ill_defined_covariance_message",
-    "kmeans_plusplus",
-    "kmeans",
-    "labels_to_resp",
-    "random_resp",
-    "random_from_data_resp",
-    "parameters_from_resp",
-    "parameters_from_labels",
-    "initialize",
-    "INIT_PARAMS",
-    "lower_bound",
-    "EXPANSION_RTOL",
-    "batch_statistics",
-    "default_chunk_size",
     "recentred_statistics",
-    "stepwise_statistics",
     "scatter_from_covariances",
+    "stepwise_statistics",
+    "sufficient_statistics",
+    "zero_statistics",
 ]
 
 
@@ -494,153 +487,9 @@ def covariances_from_precisions(precisions, covariance_type):
 
 
 # --------------------------------------------------------------------------
-# initialisation
+# parameters from an initial clustering (the initialisations themselves are
+# keras_gmm.ops.init)
 # --------------------------------------------------------------------------
-# Explicit, so eager, graph and XLA draw the same numbers ("auto_select" may
-# pick a different algorithm per device or compiler).
-_ALG = "philox"
-_UNIFORM_BITS = 24
-
-
-def _stateless_unit_uniform(shape, seed, dtype):
-    """Uniform in (0, 1) on a 2^-24 grid, identical eagerly and under XLA.
-
-    TF's float ``stateless_uniform`` draws differ between its CPU kernel and
-    XLA; its bounded-integer draws do not, so floats are built from those.
-    """
-    ints = tf.random.stateless_uniform(
-        shape, seed, minval=0, maxval=2**_UNIFORM_BITS, dtype=tf.int32, alg=_ALG
-    )
-    return (tf.cast(ints, dtype) + 0.5) / (2.0**_UNIFORM_BITS)
-
-
-def _sq_distances(a, b):
-    """``[A, B]`` squared Euclidean distances as one matrix product,
-    ``|a|^2 - 2 a.b + |b|^2`` clamped at 0 (scikit-learn's
-    ``euclidean_distances``): memory ``A * B``, not ``A * B * D``. Centre the
-    data first (:func:`initialize` does) so the cancellation stays small."""
-    cross = tf.matmul(a, b, transpose_b=True)
-    sq = (tf.reduce_sum(tf.square(a), -1)[:, None] - 2.0 * cross
-          + tf.reduce_sum(tf.square(b), -1)[None, :])
-    return tf.maximum(sq, 0.0)
-
-
-def kmeans_plusplus(x, n_clusters, seed):
-    """Greedy k-means++ seeding (scikit-learn's ``_kmeans_plusplus``).
-
-    The first centre is a uniformly drawn point; each next one is the best (in
-    potential, the sum of squared distances to the closest centre) of
-    ``2 + floor(log(n_clusters))`` candidates drawn with probability
-    proportional to the squared distance to the closest centre. The candidates
-    are drawn with the Gumbel-max trick (same distribution as scikit-learn's
-    inverse CDF; different random stream), in a ``tf.while_loop`` so the XLA
-    graph does not grow with ``n_clusters``.
-
-    Args:
-        x: ``[N, D]`` data.
-        n_clusters: static Python int ``K``.
-        seed: shape-``[2]`` integer tensor for stateless RNG.
-
-    Returns:
-        ``(centers [K, D], indices [K] int32)``: the centres are rows of ``x``.
-    """
-    n_samples = x.shape[0] if x.shape[0] is not None else tf.shape(x)[0]
-    n_local_trials = 2 + int(math.log(n_clusters))
-    first = tf.random.stateless_uniform(
-        [], seed, minval=0, maxval=n_samples, dtype=tf.int32, alg=_ALG
-    )
-    # tf.gather, not x[first]: a tensor index in a strided slice is a
-    # compile-time constant for XLA, which would recompile for every seed.
-    closest_dist_sq = _sq_distances(tf.gather(x, first[None]), x)[0]  # [N]
-    indices = tf.tensor_scatter_nd_update(
-        tf.zeros([n_clusters], tf.int32), [[0]], first[None]
-    )
-
-    def body(c, indices, closest_dist_sq):
-        seed_c = tf.random.experimental.stateless_fold_in(seed, c, alg=_ALG)
-        u = _stateless_unit_uniform([n_local_trials, n_samples], seed_c, x.dtype)
-        gumbel = -tf.math.log(-tf.math.log(u))
-        candidate_ids = tf.argmax(
-            tf.math.log(closest_dist_sq)[None, :] + gumbel,
-            axis=-1,
-            output_type=tf.int32,
-        )  # [T], each drawn with probability closest_dist_sq / potential
-        dist_to_candidates = tf.minimum(
-            closest_dist_sq[None, :], _sq_distances(tf.gather(x, candidate_ids), x)
-        )  # [T, N]
-        best = tf.argmin(tf.reduce_sum(dist_to_candidates, axis=-1),
-                         output_type=tf.int32)
-        indices = tf.tensor_scatter_nd_update(
-            indices, [[c]], tf.gather(candidate_ids, best[None])
-        )
-        return c + 1, indices, tf.gather(dist_to_candidates, best)
-
-    _, indices, _ = tf.while_loop(
-        lambda c, *_: c < n_clusters,
-        body,
-        (tf.constant(1), indices, closest_dist_sq),
-    )
-    return tf.gather(x, indices), indices
-
-
-def kmeans(x, centers, n_iter=10):
-    """Lloyd iterations from ``centers``.
-
-    An empty cluster keeps its previous centre.
-
-    Args:
-        x: ``[N, D]``.
-        centers: ``[K, D]`` initial centres (e.g. from :func:`kmeans_plusplus`).
-        n_iter: number of Lloyd steps (a Python int or scalar tensor).
-
-    Returns:
-        ``(centers [K, D], labels [N] int32)``; the labels are the assignment
-        to the returned centres.
-    """
-    n_clusters = centers.shape[0]
-
-    def assign(c):
-        return tf.argmin(_sq_distances(x, c), axis=-1, output_type=tf.int32)
-
-    def body(i, c):
-        onehot = tf.one_hot(assign(c), n_clusters, dtype=x.dtype)  # [N, K]
-        counts = tf.reduce_sum(onehot, axis=0)
-        sums = tf.matmul(onehot, x, transpose_a=True)
-        new = sums / tf.maximum(counts, 1)[:, None]
-        return i + 1, tf.where(counts[:, None] > 0, new, c)
-
-    _, centers = tf.while_loop(
-        lambda i, c: i < n_iter, body, (tf.constant(0), centers)
-    )
-    return centers, assign(centers)
-
-
-def labels_to_resp(labels, n_components, dtype=tf.float32):
-    """One-hot responsibilities ``[N, K]`` from hard labels.
-
-    As scikit-learn's ``init_params='kmeans'`` (labels from :func:`kmeans`).
-    """
-    return tf.one_hot(labels, n_components, dtype=dtype)
-
-
-def random_resp(n_samples, n_components, seed, dtype=tf.float32):
-    """Uniform random rows normalised to one (``init_params='random'``)."""
-    resp = _stateless_unit_uniform([n_samples, n_components], seed, dtype)
-    return resp / tf.reduce_sum(resp, axis=1, keepdims=True)
-
-
-def random_from_data_resp(n_samples, n_components, seed, dtype=tf.float32):
-    """One-hot at ``K`` distinct random points (``init_params='random_from_data'``).
-
-    Row ``indices[k]`` has a one in column ``k``; all other rows are zero.
-    """
-    keys = _stateless_unit_uniform([n_samples], seed, tf.float32)
-    _, indices = tf.math.top_k(keys, k=n_components)  # distinct indices
-    return tf.scatter_nd(
-        indices[:, None], tf.eye(n_components, dtype=dtype), [n_samples, n_components]
-    )
-
-
 def parameters_from_labels(x, labels, n_components, covariance_type, reg_covar,
                            check=True):
     """:func:`parameters_from_resp` for one-hot responsibilities, from the
@@ -669,62 +518,6 @@ def parameters_from_labels(x, labels, n_components, covariance_type, reg_covar,
     return weights, means, covariances, prec_chol
 
 
-#: ``init_params`` values of :func:`initialize` (scikit-learn's).
-INIT_PARAMS = ("kmeans++", "kmeans", "random", "random_from_data")
-
-
-def initialize(x, n_components, init_params, covariance_type, reg_covar, seed,
-               kmeans_iter=10, check=True):
-    """Initial mixture parameters from data (scikit-learn's
-    ``_initialize_parameters``), one function to compile.
-
-    - ``"kmeans++"``: k-means++ seeds, each point labelled by its nearest seed;
-    - ``"kmeans"``: the same seeds, then ``kmeans_iter`` Lloyd steps;
-    - ``"random"``, ``"random_from_data"``: :func:`random_resp`,
-      :func:`random_from_data_resp`.
-
-    The k-means work runs on data centred on its mean (distances as matrix
-    products lose less there); the parameters come from the labels
-    (:func:`parameters_from_labels`) or responsibilities of the original data.
-
-    Args:
-        x: ``[N, D]`` data.
-        n_components: static Python int ``K``.
-        init_params: one of :data:`INIT_PARAMS` (static).
-        covariance_type: "full", "tied", "diag" or "spherical".
-        reg_covar: added to covariance diagonals.
-        seed: shape-``[2]`` integer tensor for stateless RNG.
-        kmeans_iter: Lloyd steps for ``"kmeans"``.
-
-    Returns:
-        ``(weights [K], means [K, D], precisions_cholesky)``.
-    """
-    if init_params not in INIT_PARAMS:
-        raise ValueError(
-            f"`init_params` must be one of {INIT_PARAMS}; received "
-            f"init_params={init_params!r}."
-        )
-    k = n_components
-    n = x.shape[0] if x.shape[0] is not None else tf.shape(x)[0]
-    if init_params in ("kmeans", "kmeans++"):
-        xc = x - tf.reduce_mean(x, axis=0)
-        centers, _ = kmeans_plusplus(xc, k, seed)
-        if init_params == "kmeans":
-            _, labels = kmeans(xc, centers, kmeans_iter)
-        else:
-            labels = tf.argmin(_sq_distances(xc, centers), axis=-1, output_type=tf.int32)
-        w, means, _, prec_chol = parameters_from_labels(
-            x, labels, k, covariance_type, reg_covar, check=check
-        )
-        return w, means, prec_chol
-    make_resp = random_resp if init_params == "random" else random_from_data_resp
-    resp = make_resp(n, k, seed, x.dtype)
-    w, means, _, prec_chol = parameters_from_resp(
-        x, resp, covariance_type, reg_covar, check=check
-    )
-    return w, means, prec_chol
-
-
 def parameters_from_resp(x, resp, covariance_type, reg_covar, check=True):
     """Initial parameters from responsibilities (scikit-learn's ``_initialize``).
 
@@ -747,3 +540,18 @@ def parameters_from_resp(x, resp, covariance_type, reg_covar, check=True):
         covariances, covariance_type, check=check
     )
     return weights, means, covariances, prec_chol
+
+
+#: The initialisations that moved to :mod:`keras_gmm.ops.init` (their one
+#: home); ``keras_gmm.ops.em.<name>`` still gives them.
+_MOVED_TO_INIT = frozenset({
+    "kmeans_plusplus", "kmeans", "labels_to_resp", "random_resp",
+    "random_from_data_resp", "initialize", "INIT_PARAMS",
+})
+
+
+def __getattr__(name):
+    # (init imports this module, so it is looked up when asked for)
+    if name in _MOVED_TO_INIT:
+        return getattr(importlib.import_module("keras_gmm.ops.init"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,8 +19,16 @@ good model into a NaN model). Its callers:
   block rows) whatever the number of rows (:func:`compiled`, also for other
   EM-like layers);
 - the MAP-EM of the weight prior (:mod:`keras_gmm.regularizers`);
-- the streamed pass below, one pass per iteration over a ``tf.data.Dataset``,
-  each replica's statistics all-reduced under a ``tf.distribute`` strategy.
+- the streamed loop below (:func:`streamed_sums`, :func:`streamed_iterations`;
+  EM's :func:`streamed_em`, the Bayesian mixture's passes), one pass per
+  iteration over a ``tf.data.Dataset``, each batch's statistics of all
+  replicas summed by one all-reduce of one packed tensor under a
+  ``tf.distribute`` strategy.
+
+The strategy mechanics live here too: :func:`pack` / :func:`unpack` (a nest
+of sums as one tensor), :func:`all_reduce` (sums and replica 0's values in
+one all-reduce, in a replica context: online EM's step) and :func:`agree`
+(worker 0's initial parameters on every worker).
 
 The per-iteration math (E-step, statistics, M-step) is :mod:`keras_gmm.ops.em`.
 """
@@ -38,7 +46,9 @@ __all__ = [
     "iterate", "chunked_sum", "log_terms", "pass_statistics", "em_iterations",
     "EAGER_MAX_WORK", "pass_work", "use_xla", "compiled", "small", "block_rows",
     "row_blocks", "InMemoryData", "in_memory_em", "m_step_unchecked",
-    "StreamedPass", "StreamedResult", "streamed_pass", "streamed_em",
+    "pack", "unpack", "all_reduce", "agree", "StreamedSums",
+    "streamed_sums", "StreamedPass", "StreamedResult", "streamed_pass",
+    "streamed_iterations", "streamed_em",
 ]
 
 
@@ -428,6 +438,98 @@ def in_memory_em(data, weights, means, precisions_cholesky, covariance_type,
 
 
 # --------------------------------------------------------------------------
+# all-reduce: a nest of sums as one tensor, one collective
+# --------------------------------------------------------------------------
+def _pack_dtype(leaves):
+    floats = [t.dtype for t in leaves if t.dtype.is_floating]
+    return max(floats, key=lambda dtype: dtype.size) if floats else tf.float64
+
+
+def pack(nest, dtype=None):
+    """A nest of tensors as one 1-D tensor (each leaf flattened, cast to
+    ``dtype``, default the widest floating dtype among the leaves, and
+    concatenated): one all-reduce sums all of it (:func:`unpack` splits it)."""
+    leaves = [tf.convert_to_tensor(t) for t in tf.nest.flatten(nest)]
+    dtype = dtype or _pack_dtype(leaves)
+    return tf.concat([tf.reshape(tf.cast(t, dtype), [-1]) for t in leaves], 0)
+
+
+def unpack(vector, like):
+    """The nest ``like`` (its structure, static shapes and dtypes) from a
+    :func:`pack`-ed vector.
+
+    Example:
+
+    >>> import tensorflow as tf
+    >>> nest = (tf.ones([2, 3]), {"n": tf.constant(5, tf.int64)})
+    >>> back = unpack(pack(nest) * 2, nest)
+    >>> back[0].shape, int(back[1]["n"])
+    (TensorShape([2, 3]), 10)
+    """
+    leaves = [tf.convert_to_tensor(t) for t in tf.nest.flatten(like)]
+    parts = tf.split(vector, [t.shape.num_elements() for t in leaves])
+    return tf.nest.pack_sequence_as(like, [
+        tf.cast(tf.reshape(p, t.shape), t.dtype) for p, t in zip(parts, leaves)
+    ])
+
+
+def all_reduce(summed=None, first=None):
+    """In a replica context, ``(summed, first)`` made the same on every
+    replica by one all-reduce of one packed tensor: ``summed`` (a nest)
+    summed over the replicas, ``first`` (a nest) replica 0's values (the
+    others send zeros). Outside a strategy, or with one replica, the values
+    themselves. Call it outside any ``tf.cond`` or loop body: a strategy
+    refuses a collective inside control flow.
+
+    Returns:
+        ``(summed total, replica 0's first)`` (None for a nest not given).
+    """
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        return summed, first
+    parts = [nest for nest in (summed, first) if nest is not None]
+    packed = pack(parts)
+    if first is not None:
+        n_summed = sum(int(tf.convert_to_tensor(t).shape.num_elements())
+                       for t in tf.nest.flatten(summed)) if summed is not None else 0
+        keep = (tf.range(int(packed.shape[0])) < n_summed) | tf.equal(
+            ctx.replica_id_in_sync_group, 0)
+        # tf.where, not a product: 0 * inf would be NaN
+        packed = tf.where(keep, packed, tf.zeros_like(packed))
+    total = unpack(ctx.all_reduce(tf.distribute.ReduceOp.SUM, packed), parts)
+    return (total.pop(0) if summed is not None else None,
+            total[0] if first is not None else None)
+
+
+_BROADCASTS = weakref.WeakKeyDictionary()
+
+
+def _multi_worker(strategy):
+    return strategy.num_replicas_in_sync > len(strategy.extended.worker_devices)
+
+
+def agree(nest):
+    """The first replica's (worker 0's) ``nest`` on every worker, called in
+    the cross-replica context of a multi-worker strategy (e.g. the initial
+    parameters each worker computed from its own rows); ``nest`` itself
+    without a strategy or on one machine (its replicas share the values)."""
+    if not tf.distribute.has_strategy():
+        return nest
+    strategy = tf.distribute.get_strategy()
+    if not _multi_worker(strategy):
+        return nest
+    packed = pack(nest)
+    # one function per strategy: retraced per packed length only
+    run = _BROADCASTS.get(strategy)
+    if run is None:
+        run = _BROADCASTS[strategy] = tf.function(
+            lambda v: strategy.run(lambda u: all_reduce(first=u)[1], args=(v,)),
+            autograph=False)
+    out = strategy.experimental_local_results(run(packed))[0]
+    return unpack(out, nest)
+
+
+# --------------------------------------------------------------------------
 # the streamed pass: one EM iteration over a tf.data.Dataset (or replicas)
 # --------------------------------------------------------------------------
 def m_step_unchecked(stats, shift, covariance_type, reg_covar):
@@ -441,54 +543,99 @@ def m_step_unchecked(stats, shift, covariance_type, reg_covar):
     return weights, means, prec_chol
 
 
-def _batch_statistics(batch, weights, means, precisions_cholesky, covariance_type):
-    """One batch's statistics, log-likelihood sum, row count and number of
-    rows holding NaN or inf."""
-    stats, log_prob_sum = em.batch_statistics(
-        batch, weights, means, precisions_cholesky, covariance_type
-    )
-    finite_rows = tf.reduce_all(tf.math.is_finite(batch), axis=-1)
-    nonfinite = tf.reduce_sum(tf.cast(tf.logical_not(finite_rows), batch.dtype))
-    return stats, log_prob_sum, tf.cast(tf.shape(batch)[0], batch.dtype), nonfinite
-
-
 _M_STEP = tf.function(m_step_unchecked, autograph=False)
-# The batch steps, one per mixture shape (K, D, dtype, covariance type), and
-# per strategy for the distributed one (a trace captures its strategy): within
-# one, reduce_retracing keeps a ragged last batch from adding more than one
-# trace, while K and D stay static for the ops. No AutoGraph: the ops write
-# their branches as tf.cond.
+# The batch steps, one per (statistics function, argument shapes and static
+# values), and per strategy for the distributed one (a trace captures its
+# strategy): within one, reduce_retracing keeps a ragged last batch from
+# adding more than one trace, while K and D stay static for the ops. No
+# AutoGraph: the ops write their branches as tf.cond.
 _STEPS = {}
 _DISTRIBUTED_STEPS = weakref.WeakKeyDictionary()
 
 
-def _make_step(strategy):
-    def batch_step(batch, weights, means, precisions_cholesky, covariance_type):
+def _make_step(strategy, statistics):
+    def counted(batch, *args):
+        # the statistics, the row count and the rows holding NaN or inf,
+        # packed: one all-reduce per batch, one accumulation
+        finite_rows = tf.reduce_all(tf.math.is_finite(batch), axis=-1)
+        nonfinite = tf.reduce_sum(tf.cast(tf.logical_not(finite_rows), batch.dtype))
+        count = tf.cast(tf.shape(batch)[0], batch.dtype)
+        return pack((statistics(batch, *args), count, nonfinite))
+
+    def step(batch, *args):
         if strategy is None:
-            return _batch_statistics(
-                batch, weights, means, precisions_cholesky, covariance_type
-            )
-        # Each replica computes the statistics of its shard; they are plain
-        # sums, so one all-reduce (SUM) gives the statistics of the batch.
-        per_replica = strategy.run(
-            _batch_statistics,
-            args=(batch, weights, means, precisions_cholesky, covariance_type),
-        )
-        return tf.nest.map_structure(
-            lambda t: strategy.reduce(tf.distribute.ReduceOp.SUM, t, axis=None),
-            per_replica,
-        )
+            return counted(batch, *args)
+        # Each replica sums its shard; the sums of all replicas are one
+        # all-reduce (SUM) of one packed tensor.
+        per_replica = strategy.run(counted, args=(batch, *args))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
-    return tf.function(batch_step, reduce_retracing=True, autograph=False)
+    return tf.function(step, reduce_retracing=True, autograph=False)
 
 
-def _batch_step(strategy, means, covariance_type):
-    """The compiled batch step for this strategy (None: none) and mixture."""
+def _static_key(args):
+    return tuple(
+        (tuple(leaf.shape), leaf.dtype.name) if tf.is_tensor(leaf) else leaf
+        for leaf in tf.nest.flatten(args)
+    )
+
+
+def _batch_step(strategy, statistics, args):
+    """The compiled batch step of ``statistics`` for this strategy (None:
+    none) and these arguments' shapes."""
     steps = _STEPS if strategy is None else _DISTRIBUTED_STEPS.setdefault(strategy, {})
-    key = (tuple(means.shape), means.dtype, covariance_type)
+    key = (statistics, _static_key(args))
     if key not in steps:
-        steps[key] = _make_step(strategy)
+        steps[key] = _make_step(strategy, statistics)
     return steps[key]
+
+
+class StreamedSums(NamedTuple):
+    """What :func:`streamed_sums` returns.
+
+    Attributes:
+        totals: the nest of sums (the structure and dtypes of ``zero``).
+        n_rows: rows seen.
+        nonfinite_rows: rows holding NaN or inf among them.
+    """
+
+    totals: object
+    n_rows: int
+    nonfinite_rows: int
+
+
+def streamed_sums(dataset, statistics, args, zero):
+    """``sum over batches of statistics(batch, *args)``, streamed over
+    ``dataset``: the one streamed loop of every EM-like fit (EM, the
+    Bayesian mixture, ...), memory independent of the data.
+
+    Under a ``tf.distribute`` strategy (``tf.distribute.has_strategy()``)
+    the dataset is distributed over its replicas, each replica sums its part
+    of a batch, and the replicas' sums (with the row counts) are one
+    all-reduce of one packed tensor per batch (:func:`pack`). The totals
+    accumulate in float64.
+
+    Args:
+        dataset: a finite ``tf.data.Dataset`` of ``[batch, D]`` tensors.
+        statistics: ``(batch, *args) -> nest of sums`` (plain sums over the
+            rows, so that sums of parts are the sum of the whole).
+        args: its other arguments (tensors of static shapes, Python values).
+        zero: a nest of the structure, shapes and dtypes of the totals.
+
+    Returns:
+        A :class:`StreamedSums`.
+    """
+    strategy, batches = None, dataset
+    if tf.distribute.has_strategy():
+        strategy = tf.distribute.get_strategy()
+        batches = strategy.experimental_distribute_dataset(dataset)
+    step = _batch_step(strategy, statistics, args)
+    total = tf.cast(pack((zero, 0.0, 0.0)), tf.float64)
+    for batch in batches:
+        total += tf.cast(step(batch, *args), tf.float64)
+    like = (zero, tf.zeros((), tf.float64), tf.zeros((), tf.float64))
+    totals, n, nonfinite = unpack(total, like)
+    return StreamedSums(totals, int(n), int(nonfinite))
 
 
 class StreamedPass(NamedTuple):
@@ -498,7 +645,8 @@ class StreamedPass(NamedTuple):
         bound: the mean log-likelihood of the parameters passed in (Python
             float; NaN for an empty dataset).
         params: ``(weights, means, precisions_cholesky)`` after the M-step
-            (unchecked: NaN where a covariance is not positive definite).
+            (unchecked: NaN where a covariance is not positive definite);
+            for another EM-like fit, its parameters (any nest).
         n_rows: rows seen.
         nonfinite_rows: rows holding NaN or inf among them.
     """
@@ -510,11 +658,9 @@ class StreamedPass(NamedTuple):
 
 
 def streamed_pass(dataset, params, covariance_type, reg_covar):
-    """One EM iteration streamed over ``dataset``, batch by batch.
-
-    Under a ``tf.distribute`` strategy (``tf.distribute.has_strategy()``)
-    the dataset is distributed over its replicas and each batch's statistics
-    are all-reduced; memory does not grow with the data either way.
+    """One EM iteration streamed over ``dataset``, batch by batch
+    (:func:`streamed_sums` of :func:`keras_gmm.ops.em.batch_statistics`:
+    all-reduced under a strategy).
 
     Args:
         dataset: a finite ``tf.data.Dataset`` of ``[batch, D]`` tensors in the
@@ -528,26 +674,20 @@ def streamed_pass(dataset, params, covariance_type, reg_covar):
     """
     weights, means, prec_chol = params
     k, d = int(means.shape[0]), int(means.shape[1])
-    total = em.zero_statistics(k, d, covariance_type, means.dtype)
-    log_prob_sum, n, nonfinite = 0.0, 0.0, 0.0
-    strategy, batches = None, dataset
-    if tf.distribute.has_strategy():
-        strategy = tf.distribute.get_strategy()
-        batches = strategy.experimental_distribute_dataset(dataset)
-    step = _batch_step(strategy, means, covariance_type)
-    for batch in batches:
-        stats, lp, count, bad = step(batch, weights, means, prec_chol, covariance_type)
-        total = em.add_statistics(total, stats)
-        log_prob_sum += float(lp)
-        n += float(count)
-        nonfinite += float(bad)
-    new = _M_STEP(total, means, covariance_type, reg_covar)
-    bound = log_prob_sum / n if n else math.nan
-    return StreamedPass(bound, tuple(new), int(n), int(nonfinite))
+    # the log-likelihood sum in float64 (the bound of 10^7 rows)
+    zero = (em.zero_statistics(k, d, covariance_type, means.dtype),
+            tf.zeros((), tf.float64))
+    (stats, log_prob_sum), n, nonfinite = streamed_sums(
+        dataset, em.batch_statistics, (weights, means, prec_chol, covariance_type),
+        zero,
+    )
+    new = _M_STEP(stats, means, covariance_type, reg_covar)
+    bound = float(log_prob_sum) / n if n else math.nan
+    return StreamedPass(bound, tuple(new), n, nonfinite)
 
 
 class StreamedResult(NamedTuple):
-    """The outcome of :func:`streamed_em`.
+    """The outcome of :func:`streamed_em` (:func:`streamed_iterations`).
 
     Attributes:
         params: the parameters after the last successful pass.
@@ -566,15 +706,19 @@ class StreamedResult(NamedTuple):
     nonfinite_rows: int
 
 
-def streamed_em(dataset, params, covariance_type, reg_covar, max_iter, tol,
-                prev_bound=-np.inf, callback=None):
-    """EM by streamed passes, with :func:`iterate`'s rule: at most
-    ``max_iter`` passes, converged when the bound changes by less than
-    ``tol``, failed (previous parameters kept) when a pass gives non-finite
-    values.
+def streamed_iterations(one_pass, dataset, params, max_iter, tol,
+                        prev_bound=-np.inf, callback=None):
+    """Streamed passes with :func:`iterate`'s rule: at most ``max_iter``
+    passes, converged when the bound changes by less than ``tol``, failed
+    (previous parameters kept) when a pass gives non-finite values; a pass
+    that saw rows holding NaN or inf ends the run.
 
     Args:
-        dataset, params, covariance_type, reg_covar: as :func:`streamed_pass`.
+        one_pass: ``(dataset, params) -> StreamedPass`` (e.g.
+            :func:`streamed_pass`; any EM-like fit's, over
+            :func:`streamed_sums`).
+        dataset: a finite ``tf.data.Dataset``.
+        params: the initial parameters (any nest of tensors).
         max_iter: the most passes; ``tol``: the convergence threshold.
         prev_bound: the bound before the first pass (to continue a run).
         callback: optional ``(bound, previous_bound) -> None`` after each pass
@@ -583,15 +727,15 @@ def streamed_em(dataset, params, covariance_type, reg_covar, max_iter, tol,
     Returns:
         A :class:`StreamedResult`.
     """
-    params = tuple(params)
     bounds, prev = [], prev_bound
     for _ in range(max_iter):
-        step = streamed_pass(dataset, params, covariance_type, reg_covar)
+        step = one_pass(dataset, params)
         if step.nonfinite_rows:
             return StreamedResult(params, bounds, False, True, step.nonfinite_rows)
         bounds.append(step.bound)
         ok = math.isfinite(step.bound) and all(
-            bool(tf.reduce_all(tf.math.is_finite(t))) for t in step.params
+            bool(tf.reduce_all(tf.math.is_finite(t)))
+            for t in tf.nest.flatten(step.params)
         )
         if callback is not None:
             callback(step.bound, prev)
@@ -602,3 +746,21 @@ def streamed_em(dataset, params, covariance_type, reg_covar, max_iter, tol,
             return StreamedResult(params, bounds, True, False, 0)
         prev = step.bound
     return StreamedResult(params, bounds, False, False, 0)
+
+
+def streamed_em(dataset, params, covariance_type, reg_covar, max_iter, tol,
+                prev_bound=-np.inf, callback=None):
+    """EM by streamed passes (:func:`streamed_pass`), with
+    :func:`streamed_iterations`' rule.
+
+    Args:
+        dataset, params, covariance_type, reg_covar: as :func:`streamed_pass`.
+        max_iter, tol, prev_bound, callback: as :func:`streamed_iterations`.
+
+    Returns:
+        A :class:`StreamedResult`.
+    """
+    return streamed_iterations(
+        lambda data, p: streamed_pass(data, p, covariance_type, reg_covar),
+        dataset, tuple(params), max_iter, tol, prev_bound, callback,
+    )

@@ -82,12 +82,12 @@ def test_given_initial_parameters_skip_the_data_initialisation(blobs, monkeypatc
     # scikit-learn's rule: with all three given, no k-means runs on the data.
     x, _ = blobs
     ref = GaussianMixture(4, random_state=0).fit(x)
-    import keras_gmm.layers.gaussian_mixture_em as module
+    from keras_gmm.ops import init
 
     def fail(*args):
         raise AssertionError("initialisation ran although all parameters were given")
 
-    monkeypatch.setattr(module, "_INITIALIZE", fail)
+    monkeypatch.setattr(init, "run", fail)
     gmm = keras_gmm.GaussianMixtureEM(4, dtype="float64", max_iter=2, tol=0,
                                       weights_init=ref.weights_, means_init=ref.means_,
                                       precisions_init=ref.precisions_)
@@ -259,7 +259,9 @@ def test_bad_data_and_use_before_fit():
 def test_failed_cholesky_suggests_reg_covar():
     x = np.zeros((20, 2))
     x[:, 0] = np.arange(20.0)
-    gmm = keras_gmm.GaussianMixtureEM(1, covariance_type="full", reg_covar=1e-300,
+    # (reg_covar reaches the float64 initialisation exactly: 1e-300 would
+    # keep the covariance positive definite, 0 does not)
+    gmm = keras_gmm.GaussianMixtureEM(1, covariance_type="full", reg_covar=0.0,
                                       dtype="float64", max_iter=2)
     with pytest.raises((ValueError, tf.errors.InvalidArgumentError), match="reg_covar"):
         gmm.fit(x, verbose=0)
@@ -533,7 +535,7 @@ def test_ill_defined_covariance_suggests_the_layer_dtype(dtype, advice):
     x = np.zeros((20, 2))
     x[:, 0] = np.arange(20.0)
     for data in (x, tf.data.Dataset.from_tensor_slices(x).batch(8)):
-        gmm = keras_gmm.GaussianMixtureEM(1, reg_covar=1e-300, dtype=dtype, max_iter=2)
+        gmm = keras_gmm.GaussianMixtureEM(1, reg_covar=0.0, dtype=dtype, max_iter=2)
         with pytest.raises(ValueError, match="increase reg_covar") as info:
             gmm.fit(data, verbose=0)
         assert ('dtype="float64"' in str(info.value)) is advice
@@ -603,3 +605,46 @@ def test_a_frozen_online_layer_does_not_update(blobs):
     gmm(tf.constant(x[:100]), training=True)
     for b, v in zip(before, gmm.weights):
         np.testing.assert_array_equal(b, v.numpy())
+
+
+# --------------------------------------------------------------------------
+# warm start in memory (both batch-EM layers)
+# --------------------------------------------------------------------------
+_BATCH_EM_LAYERS = [keras_gmm.GaussianMixtureEM, keras_gmm.BayesianGaussianMixtureEM]
+
+
+def _converged_layer(layer_class, x, **kwargs):
+    layer = layer_class(3, "diag", tol=1e-3, max_iter=300, seed=0, dtype="float64",
+                        **kwargs)
+    layer.fit(x, verbose=0)
+    assert layer.converged_
+    return layer
+
+
+@pytest.mark.parametrize("layer_class", _BATCH_EM_LAYERS)
+def test_in_memory_loop_continues_from_the_previous_bound(blobs, layer_class):
+    # scikit-learn's rule across fits: converged when the change from the
+    # previous fit's bound is < tol; from -inf the first change never is.
+    x, _ = blobs
+    layer = _converged_layer(layer_class, x)
+    bar = keras.utils.Progbar(1, verbose=0)
+    args = (tf.constant(x), layer._current_parameters(), bar, None, False)
+    _, bounds, converged = layer._run_in_memory(*args, prev_bound=layer.lower_bound_)
+    assert converged and len(bounds) == 1
+    assert abs(bounds[0] - layer.lower_bound_) < layer.tol
+    _, bounds, converged = layer._run_in_memory(*args)
+    assert converged and len(bounds) == 2
+
+
+@pytest.mark.parametrize("layer_class", _BATCH_EM_LAYERS)
+def test_warm_start_fits_in_memory_and_converges_across_fits(blobs, layer_class,
+                                                            monkeypatch):
+    x, _ = blobs
+    layer = _converged_layer(layer_class, x, warm_start=True)
+
+    def streamed(*args, **kwargs):
+        raise AssertionError("a warm start of an array streamed it")
+
+    monkeypatch.setattr(layer, "_run_streamed", streamed)
+    layer.fit(x, verbose=0)
+    assert layer.converged_ and layer.n_iter_ == 1

@@ -13,7 +13,7 @@ from sklearn.mixture._gaussian_mixture import (
     _estimate_gaussian_parameters,
 )
 
-from keras_gmm.ops import em
+from keras_gmm.ops import em, init
 
 COV_TYPES = ("full", "tied", "diag", "spherical")
 REG = 1e-6
@@ -258,82 +258,17 @@ def test_non_positive_definite_covariance_raises():
 
 
 # --------------------------------------------------------------------------
-# initialisation
+# parameters from labels (the initialisations: tests/ops/test_init.py)
 # --------------------------------------------------------------------------
-def test_kmeans_plusplus_and_kmeans_recover_blobs():
-    x, _, true_centers = make_blobs(
-        n_samples=800, centers=4, n_features=2, cluster_std=0.5,
-        center_box=(-20, 20), random_state=9, return_centers=True,
-    )
-    x = tf.constant(x)
-    seed = tf.constant([1, 2])
-    centers, idx = em.kmeans_plusplus(x, 4, seed)
-    np.testing.assert_array_equal(centers.numpy(), tf.gather(x, idx).numpy())
-    assert len(set(idx.numpy().tolist())) == 4
-    centers2, idx2 = em.kmeans_plusplus(x, 4, seed)
-    np.testing.assert_array_equal(idx.numpy(), idx2.numpy())
-    fitted, labels = em.kmeans(x, centers, n_iter=20)
-    # same draws and result under XLA (stateless RNG, fixed algorithm)
-    init = tf.function(lambda x, s: em.kmeans(x, em.kmeans_plusplus(x, 4, s)[0], 20),
-                       jit_compile=True)
-    xla_centers, xla_labels = init(x, seed)
-    np.testing.assert_allclose(xla_centers.numpy(), fitted.numpy(), rtol=1e-10)
-    np.testing.assert_array_equal(xla_labels.numpy(), labels.numpy())
-    dist = np.linalg.norm(fitted.numpy()[:, None] - true_centers[None], axis=-1)
-    assert sorted(dist.argmin(axis=0).tolist()) == [0, 1, 2, 3]
-    assert np.all(dist.min(axis=0) < 0.1)
-    assert labels.shape == (800,)
-    # hard labels -> one-hot resp -> parameters, as sklearn's init_params="kmeans"
-    resp = em.labels_to_resp(labels, 4, tf.float64)
-    w, m, _, _ = em.parameters_from_resp(x, resp, "diag", REG)
-    np.testing.assert_allclose(m.numpy(), fitted.numpy(), atol=1e-8)
-    np.testing.assert_allclose(w.numpy().sum(), 1.0, rtol=1e-10)
-
-
 @pytest.mark.parametrize("covariance_type", COV_TYPES)
 def test_parameters_from_labels_equal_one_hot_responsibilities(covariance_type):
     x = tf.constant(_anisotropic() + 50.0)  # far from the origin
     labels = tf.constant(np.random.default_rng(0).integers(0, 4, size=240), tf.int32)
     fast = em.parameters_from_labels(x, labels, 4, covariance_type, REG)
-    ref = em.parameters_from_resp(x, em.labels_to_resp(labels, 4, tf.float64),
+    ref = em.parameters_from_resp(x, init.labels_to_resp(labels, 4, tf.float64),
                                   covariance_type, REG)
     for a, b in zip(fast, ref):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10, atol=1e-12)
-
-
-@pytest.mark.parametrize("init_params", em.INIT_PARAMS)
-def test_initialize_under_xla_gives_finite_parameters_near_the_blobs(init_params):
-    x, _, true_centers = make_blobs(
-        n_samples=800, centers=4, n_features=2, cluster_std=0.5,
-        center_box=(-20, 20), random_state=9, return_centers=True,
-    )
-    x = tf.constant(x + 1e3, tf.float32)  # distances as products on centred data
-    init = tf.function(em.initialize, jit_compile=True)
-    w, m, p = init(x, 4, init_params, "full", 1e-6, tf.constant([1, 2], tf.int64))
-    assert all(np.all(np.isfinite(t.numpy())) for t in (w, m, p))
-    assert np.all(w.numpy() > 0)  # (random_from_data: K/N in all, as scikit-learn)
-    if init_params != "random_from_data":
-        np.testing.assert_allclose(w.numpy().sum(), 1.0, rtol=1e-5)
-    if init_params in ("kmeans", "kmeans++"):
-        dist = np.linalg.norm(m.numpy()[:, None] - (true_centers[None] + 1e3), axis=-1)
-        assert sorted(dist.argmin(axis=0).tolist()) == [0, 1, 2, 3]
-        assert np.all(dist.min(axis=0) < 0.2)
-    with pytest.raises(ValueError, match="init_params.*'kmeans+'"):
-        em.initialize(x, 4, "kmeans+", "full", 1e-6, tf.constant([1, 2], tf.int64))
-
-
-def test_random_initial_responsibilities():
-    seed = tf.constant([3, 4])
-    r = em.random_resp(50, 4, seed, tf.float64)
-    np.testing.assert_allclose(r.numpy().sum(axis=1), 1.0)
-    assert np.all(r.numpy() > 0)
-    np.testing.assert_array_equal(r.numpy(), em.random_resp(50, 4, seed, tf.float64))
-    xla = tf.function(lambda s: em.random_resp(50, 4, s, tf.float64), jit_compile=True)
-    np.testing.assert_array_equal(xla(seed).numpy(), r.numpy())
-    r = em.random_from_data_resp(50, 4, seed, tf.float64).numpy()
-    np.testing.assert_array_equal(r.sum(axis=0), np.ones(4))
-    assert np.count_nonzero(r.sum(axis=1)) == 4  # four distinct data points
-    assert set(np.unique(r)) == {0.0, 1.0}
 
 
 # --------------------------------------------------------------------------

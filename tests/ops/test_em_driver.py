@@ -184,22 +184,97 @@ def test_m_step_unchecked_gives_nan_where_m_step_raises():
     np.testing.assert_allclose(w.numpy(), [0.5, 0.5])
 
 
-def test_streamed_pass_under_mirrored_strategy_all_reduces_the_replicas():
+def _mirrored():
+    """A MirroredStrategy over the two logical CPUs, with collective keys of
+    its own: a strategy numbers its collectives from the same keys as any
+    earlier one, and the runtime remembers an earlier collective's shape
+    under its keys (TensorFlow's own tests raise this base per strategy)."""
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
+    assert len(devices) == 2
+    tf.distribute.MirroredStrategy._collective_key_base += 100_000
+    return tf.distribute.MirroredStrategy(devices)
+
+
+def test_streamed_pass_under_mirrored_strategy_is_one_all_reduce_per_batch(
+        monkeypatch):
     x = _blobs(n=240).astype("float32")
     params = tuple(tf.cast(t, tf.float32) for t in _start(x.astype(float), "full"))
     dataset = tf.data.Dataset.from_tensor_slices(x).batch(60)
     single = em_driver.streamed_pass(dataset, params, "full", REG)
-    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
-    strategy = tf.distribute.MirroredStrategy(devices)
+    strategy = _mirrored()
+    reduces = []
+    reduce = strategy.reduce
+
+    def counting_reduce(op, value, axis):
+        reduces.append(value)
+        return reduce(op, value, axis)
+
+    monkeypatch.setattr(strategy, "reduce", counting_reduce)
     with strategy.scope():
         mirrored = em_driver.streamed_pass(dataset, params, "full", REG)
-    # the statistics went through this strategy's replica step
-    step = em_driver._batch_step(strategy, params[1], "full")
-    assert step.experimental_get_tracing_count() >= 1
-    assert mirrored.n_rows == 240
+    # the statistics went through this strategy's replica step, whose one
+    # trace reduces one packed 1-D tensor (statistics, counts) per batch
+    step = em_driver._batch_step(strategy, em.batch_statistics, (*params, "full"))
+    assert step.experimental_get_tracing_count() == len(reduces) == 1
+    assert [v.shape.rank for v in strategy.experimental_local_results(reduces[0])] == [1, 1]
+    assert mirrored.n_rows == 240 and mirrored.nonfinite_rows == 0
     np.testing.assert_allclose(mirrored.bound, single.bound, rtol=1e-5)
     for got, want in zip(mirrored.params, single.params):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_pack_and_unpack_keep_the_structure_shapes_and_dtypes():
+    stats = em.zero_statistics(3, 2, "full", tf.float64)
+    nest = (em.Stats(*(t + i for i, t in enumerate(stats))), tf.constant(7, tf.int64))
+    packed = em_driver.pack(nest)
+    assert packed.dtype == tf.float64 and packed.shape == [3 + 6 + 12 + 1]
+    back = em_driver.unpack(packed, nest)
+    assert isinstance(back[0], em.Stats) and back[1].dtype == tf.int64
+    for a, b in zip(tf.nest.flatten(back), tf.nest.flatten(nest)):
+        assert a.shape == b.shape
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_all_reduce_sums_and_broadcasts_the_first_replica_in_one():
+    strategy = _mirrored()
+
+    def replica_fn():
+        i = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group,
+                    tf.float64)
+        # replica 1 holds an inf: first_replica must not turn it into NaN
+        nest = (tf.stack([i + 1.0, tf.where(i > 0, tf.constant(np.inf, tf.float64), 2.0)]),
+                tf.cast(i, tf.int64) + 3)
+        return em_driver.all_reduce(nest)[0], em_driver.all_reduce(first=nest)[1], (
+            em_driver.all_reduce(nest, nest))
+
+    out = tf.function(lambda: strategy.run(replica_fn))()
+    for total, first, both in strategy.experimental_local_results(out):
+        for t, f in ((total, first), both):  # alone or together in one
+            np.testing.assert_array_equal(t[0].numpy(), [3.0, np.inf])
+            assert int(t[1]) == 7 and t[1].dtype == tf.int64
+            np.testing.assert_array_equal(f[0].numpy(), [1.0, 2.0])
+            assert int(f[1]) == 3
+    # no strategy: the values themselves
+    nest = (tf.ones([2]),)
+    assert em_driver.all_reduce(nest)[0] is nest and em_driver.agree(nest) is nest
+
+
+def _scaled_sum(batch, scale):
+    return tf.reduce_sum(batch) * scale
+
+
+def test_streamed_iterations_run_any_em_like_pass():
+    # a pass whose "parameters" halve: converged as iterate's rule says
+    def one_pass(dataset, p):
+        sums = em_driver.streamed_sums(dataset, _scaled_sum, (p,),
+                                       tf.zeros((), tf.float64))
+        assert sums.n_rows == 10 and float(sums.totals) == 20.0 * float(p)
+        return em_driver.StreamedPass(-float(p), p / 2.0, sums.n_rows, 0)
+
+    dataset = tf.data.Dataset.from_tensor_slices(np.ones((10, 2))).batch(4)
+    result = em_driver.streamed_iterations(
+        one_pass, dataset, tf.constant(1.0, tf.float64), 50, 1e-3)
+    assert result.converged and not result.failed and len(result.bounds) == 11
 
 
 def test_streamed_steps_keep_static_shapes_across_mixture_shapes():

@@ -108,6 +108,9 @@ def test_save_generated_digits_writes_a_png(model, tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+# The training code is _recipe.VaDE, which tests/zoo/test_vade_digits.py's tiny
+# train covers in the default run; this MNIST one (13 s) runs with -m slow.
+@pytest.mark.slow
 def test_train_tiny_writes_loadable_model(tmp_path):
     out = tmp_path / NAME
     meta = keras_gmm.zoo.train(

@@ -9,6 +9,7 @@ import keras_gmm
 import keras_gmm.zoo
 from keras_gmm import datasets
 from keras_gmm.regularizers import compression_report, regularized_variables
+from tests.zoo.zoo_checks import assert_train_rejects, load_and_check_retrained
 
 NAME = "soft_weight_sharing_digits"
 
@@ -74,9 +75,7 @@ def test_train_tiny_writes_loadable_model(tmp_path):
     meta = keras_gmm.zoo.train(NAME, output_dir=out, epochs=2, pretrain_epochs=2,
                                num_seeds=1, seed=1)
     assert meta["training"]["epochs"] == 2 and meta["training"]["seed"] == 1
-    loaded = keras_gmm.zoo.load(NAME, root=tmp_path, sha256=meta["sha256"])
-    measured = keras_gmm.zoo.evaluate(NAME, loaded)
-    assert all(row["ok"] for row in keras_gmm.zoo.check_metrics(NAME, measured, root=tmp_path))
+    loaded, measured = load_and_check_retrained(NAME, tmp_path, meta)
     assert isinstance(loaded, keras.Model)
     (reg,) = {id(r): r for _, r in regularized_variables(loaded)}.values()
     for variable in loaded.trainable_weights:
@@ -84,12 +83,9 @@ def test_train_tiny_writes_loadable_model(tmp_path):
 
 
 def test_train_rejects_bad_options(tmp_path):
-    for options, match in (
+    assert_train_rejects(NAME, tmp_path, (
         ({"epochs": 0}, "epochs"),
         ({"seed": "0"}, "seed"),
         ({"pretrain_epochs": 0}, "pretrain_epochs"),
         ({"num_seeds": 0}, "num_seeds"),
-    ):
-        with pytest.raises(ValueError, match=match):
-            keras_gmm.zoo.train(NAME, output_dir=tmp_path, **options)
-    assert not any(tmp_path.iterdir())
+    ))

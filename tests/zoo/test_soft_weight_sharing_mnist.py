@@ -2,7 +2,6 @@
 values, per-seed figures against the plainly trained network (the generic zoo
 checks are in tests/zoo/test_zoo.py)."""
 
-import keras
 import numpy as np
 import pytest
 
@@ -11,6 +10,7 @@ from keras_gmm import datasets
 from keras_gmm.regularizers import compression_report, regularized_variables
 from keras_gmm.zoo import _recipe
 from keras_gmm.zoo import soft_weight_sharing_mnist as recipe
+from tests.zoo.zoo_checks import assert_train_rejects, load_and_check_retrained
 
 NAME = "soft_weight_sharing_mnist"
 N_WEIGHTS = 784 * 300 + 300 + 300 * 100 + 100 + 100 * 10 + 10
@@ -114,23 +114,17 @@ def test_train_tiny_writes_loadable_model(tmp_path):
                                codebook_epochs=1, num_seeds=1, seed=1, verbose=0)
     assert meta["training"]["epochs"] == 1 and meta["training"]["seed"] == 1
     assert list(meta["training"]["comparison"]["per_seed"]) == ["1"]
-    loaded = keras_gmm.zoo.load(NAME, root=tmp_path, sha256=meta["sha256"])
-    assert isinstance(loaded, keras.Model)
-    measured = keras_gmm.zoo.evaluate(NAME, loaded)
-    assert all(row["ok"] for row in keras_gmm.zoo.check_metrics(NAME, measured, root=tmp_path))
+    loaded, measured = load_and_check_retrained(NAME, tmp_path, meta)
     reg = _prior(loaded)
     for variable in loaded.trainable_weights:
         assert np.all(np.isin(variable.numpy(), reg.means))
 
 
 def test_train_rejects_bad_options(tmp_path):
-    for options, match in (
+    assert_train_rejects(NAME, tmp_path, (
         ({"epochs": 0}, "epochs"),
         ({"seed": "0"}, "seed"),
         ({"pretrain_epochs": 0}, "pretrain_epochs"),
         ({"codebook_epochs": 0}, "codebook_epochs"),
         ({"num_seeds": 0}, "num_seeds"),
-    ):
-        with pytest.raises(ValueError, match=match):
-            keras_gmm.zoo.train(NAME, output_dir=tmp_path, **options)
-    assert not any(tmp_path.iterdir())
+    ))

@@ -1,6 +1,5 @@
 """The vade_digits zoo model: structure, no collapse, baselines, serving."""
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -9,6 +8,7 @@ import keras_gmm
 from keras_gmm import datasets
 from keras_gmm.zoo import vade_digits
 from tests.export_utils import run_tf_only
+from tests.zoo.zoo_checks import assert_train_rejects, load_and_check_retrained
 
 NAME = "vade_digits"
 
@@ -141,26 +141,18 @@ def test_train_tiny_writes_loadable_model(tmp_path):
     run = meta["training"]["runs"]["1"]
     assert run["seed"] == 1 and [r["seed"] for r in run["restarts"]] == [1]
     assert np.isfinite(run["negative_elbo"]) and run["negative_elbo"] > 0
-    loaded = keras_gmm.zoo.load(NAME, root=tmp_path, sha256=meta["sha256"])
-    assert isinstance(loaded, keras.Model)
-    measured = keras_gmm.zoo.evaluate(NAME, loaded)
-    assert all(
-        row["ok"] for row in keras_gmm.zoo.check_metrics(NAME, measured, root=tmp_path)
-    )
+    loaded, measured = load_and_check_retrained(NAME, tmp_path, meta)
     assert measured["clustering_accuracy"] > 0.3  # far above chance already
 
 
 def test_train_rejects_bad_options(tmp_path):
-    for options, match in (
+    assert_train_rejects(NAME, tmp_path, (
         ({"epochs": 0}, "epochs"),
         ({"seed": "0"}, "seed"),
         ({"num_seeds": 0}, "num_seeds"),
         ({"pretrain_epochs": 1.5}, "pretrain_epochs"),
         ({"restarts": 0}, "restarts"),
-    ):
-        with pytest.raises(ValueError, match=match):
-            keras_gmm.zoo.train(NAME, output_dir=tmp_path, **options)
-    assert not any(tmp_path.iterdir())
+    ))
 
 
 def test_restart_selection_is_unsupervised_and_skips_collapses():

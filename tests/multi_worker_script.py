@@ -14,6 +14,10 @@ every scenario under the strategy and writes ``DIR/worker_<index>.npz`` and
 - ``em_data_init``, ``em_data_fit``: the same layer initialised from the
   data (no initial parameters, seed 0), with ``max_iter=0`` (the initial
   parameters: worker 0's, made from its shard) and a whole fit;
+- ``bayes``: ``BayesianGaussianMixtureEM(dtype="float64").fit`` on the
+  shard, its data-dependent priors (mean and covariance prior) and its
+  start made from the data: the priors from all workers' rows
+  (all-reduced), the start from worker 0's;
 - one model per layer (:data:`MODELS`): two training steps (Keras's
   ``train_step``, see :func:`train_multi_worker`) on a global batch of
   ``GLOBAL_BATCH`` rows, this worker feeding its half of each
@@ -248,6 +252,23 @@ def em_result(gmm):
             "n_iter": np.int64(gmm.n_iter_)}
 
 
+def make_bayesian_layer(max_iter=EM_MAX_ITER, **priors):
+    """The Bayesian mixture of the ``bayes`` scenario (seed 0; data-dependent
+    priors unless ``priors`` gives them)."""
+    import keras_gmm
+
+    return keras_gmm.BayesianGaussianMixtureEM(
+        EM_K, covariance_type="full", tol=EM_TOL, reg_covar=EM_REG,
+        max_iter=max_iter, seed=0, dtype="float64", **priors)
+
+
+def bayesian_result(gmm):
+    return {**em_result(gmm), "mean_prior": gmm.mean_prior_,
+            "covariance_prior": gmm.covariance_prior_,
+            "mean_precision": gmm.mean_precision_,
+            "degrees_of_freedom": gmm.degrees_of_freedom_}
+
+
 # --------------------------------------------------------------------------
 # the worker
 # --------------------------------------------------------------------------
@@ -312,6 +333,18 @@ def run_worker(directory):
     except Exception:  # noqa: BLE001 - reported to the test
         report["em_data_error"] = traceback.format_exc()[-3000:]
     report["seconds"]["em_data"] = time.perf_counter() - start
+
+    # (b2) the Bayesian mixture: priors from every worker's rows, start from
+    # worker 0's
+    start = time.perf_counter()
+    try:
+        with strategy.scope():
+            gmm = make_bayesian_layer()
+            gmm.fit(dataset, verbose=0)
+        arrays.update({f"bayes_{k}": v for k, v in bayesian_result(gmm).items()})
+    except Exception:  # noqa: BLE001 - reported to the test
+        report["bayes_error"] = traceback.format_exc()[-3000:]
+    report["seconds"]["bayes"] = time.perf_counter() - start
 
     # (c) one model per layer, two steps on the global batch
     for name in MODELS:

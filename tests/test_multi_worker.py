@@ -14,6 +14,9 @@ computed with one process:
   one per replica, equal to one process's (float64, 1e-9);
 - a fit initialised from the data (no initial parameters) starts every
   worker from worker 0's initialisation, so both end with the same mixture.
+- the Bayesian mixture's data-dependent priors are the moments of all
+  workers' rows, its start worker 0's: its fit equals one process's from
+  the same start (float64, 1e-10).
 
 The workers are separate processes (this process's conftest splits its CPU
 into two logical devices; theirs keep one each). The whole module takes
@@ -124,6 +127,25 @@ def _reference_data_init(index):
     return script.em_result(gmm)
 
 
+def _reference_bayesian():
+    """One process: the priors of all rows; the start made from shard 0's
+    rows with those priors (as worker 0 makes it); then the fit of all rows
+    from that start (a warm start continues from it)."""
+    x = script.em_data()
+    batched = tf.data.Dataset.from_tensor_slices(x).batch(script.EM_BATCH)
+    whole = script.make_bayesian_layer(max_iter=0)
+    whole.fit(x, verbose=0)
+    priors = {"mean_prior": whole.mean_prior_,
+              "covariance_prior": whole.covariance_prior_}
+    gmm = script.make_bayesian_layer(max_iter=0, **priors)
+    gmm.fit(script.shard_dataset(script.em_shard(x, 0), script.EM_BATCH), verbose=0)
+    gmm.max_iter, gmm.warm_start = script.EM_MAX_ITER, True
+    gmm.fit(batched, verbose=0)
+    shard = script.make_bayesian_layer(max_iter=0)
+    shard.fit(script.em_shard(x, 0), verbose=0)
+    return script.bayesian_result(gmm), shard.mean_prior_
+
+
 def _reference_model(directory, name, rows=None, batch_size=script.GLOBAL_BATCH,
                      strategy=None):
     x, y = script.model_data(name)
@@ -152,7 +174,8 @@ def cluster(tmp_path_factory):
     deadline = time.monotonic() + WORKER_TIMEOUT_S
     procs = _start_workers(directory)
     try:
-        references = {"em": _reference_em(directory)}
+        references = {"em": _reference_em(directory),
+                      "bayes": _reference_bayesian()}
         for index in range(script.N_WORKERS):
             references[f"data_init_{index}"] = _reference_data_init(index)
         for name in script.MODELS:
@@ -276,6 +299,23 @@ def test_em_initialised_from_the_data_starts_every_worker_from_worker_0s(cluster
     for key in ("weights", "means", "precisions_cholesky", "lower_bound"):
         np.testing.assert_allclose(fit0[key], fit1[key], rtol=1e-10, atol=1e-12,
                                    err_msg=key)
+
+
+def test_bayesian_fit_on_shards_takes_its_priors_from_every_worker(cluster):
+    ref, shard_0_mean = cluster["references"]["bayes"]
+    for worker in cluster["workers"]:
+        assert worker.get("bayes_error") is None, worker.get("bayes_error")
+        got = _prefixed(worker, "bayes_")
+        # the data-dependent priors: all rows' moments, not this shard's
+        for key in ("mean_prior", "covariance_prior"):
+            np.testing.assert_allclose(got[key], ref[key], rtol=1e-12, atol=1e-13,
+                                       err_msg=key)
+        assert not np.allclose(got["mean_prior"], shard_0_mean, atol=1e-3)
+        assert int(got["n_iter"]) == int(ref["n_iter"]) > 2
+        for key in ("weights", "means", "precisions_cholesky", "mean_precision",
+                    "degrees_of_freedom", "lower_bound"):
+            np.testing.assert_allclose(got[key], ref[key], rtol=1e-10, atol=1e-12,
+                                       err_msg=key)
 
 
 def test_workers_stop_by_themselves_in_time(cluster):

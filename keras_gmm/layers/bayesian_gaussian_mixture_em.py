@@ -298,17 +298,23 @@ class BayesianGaussianMixtureEM(BatchEMLayer, keras.layers.Layer):
         return {name: getattr(self, name) for name in _PRIOR_ARGUMENTS}
 
     def _data_moments(self, dataset):
-        """The data's mean and default covariance prior, streamed (one
-        pass; exact moments around the first batch's mean)."""
-        ctype, shift, total = self.covariance_type, None, None
-        for batch in dataset:
-            if shift is None:
-                shift = tf.reduce_mean(batch, axis=0)
-            stats = bayesian.data_statistics(batch, shift, ctype)
-            total = stats if total is None else em.add_statistics(total, stats)
-        if float(total.nk[0]) < 2:
+        """The data's mean and default covariance prior, streamed: one pass
+        of :func:`keras_gmm.ops.bayesian.data_statistics` summed by
+        :func:`keras_gmm.ops.em_driver.streamed_sums` (all-reduced under a
+        strategy: every worker gets the moments of all workers' rows),
+        exact moments around the first batch's mean (worker 0's under a
+        multi-worker strategy, :func:`keras_gmm.ops.em_driver.agree`)."""
+        ctype = self.covariance_type
+        first = next(iter(dataset))
+        shift = em_driver.agree(tf.reduce_mean(first, axis=0))
+        zero = em.zero_statistics(1, int(first.shape[-1]), ctype, first.dtype)
+        total, n_rows, nonfinite = em_driver.streamed_sums(
+            dataset, bayesian.data_statistics, (shift, ctype), zero)
+        if nonfinite:
+            raise self._nonfinite_dataset_error(nonfinite)
+        if n_rows < 2:
             raise ValueError("`x` must have at least 2 rows to estimate the priors.")
-        mean, cov_prior = bayesian.data_moments(total, shift, ctype)
+        mean, cov_prior = bayesian.data_moments(em.Stats(*total), shift, ctype)
         return mean.numpy(), cov_prior.numpy()
 
     def _prepare_fit(self, dataset, array, n_features):

@@ -11,9 +11,8 @@ good model into a NaN model). Its callers:
   traced, or XLA-compiled whole), the data walked in fixed-size chunks
   (:func:`chunked_sum`);
 - :func:`in_memory_em` (``GaussianMixtureEM.fit`` of an array): small data
-  (:func:`use_xla`) run :func:`em_iterations` op by op on the first fit of a
-  shape in the process (no tracing, no compilation), then traced without
-  XLA (:func:`small`); large data run :func:`iterate` eagerly over
+  (:func:`use_xla`) run :func:`em_iterations` traced without XLA, once per
+  shape in the process (:func:`small`); large data run :func:`iterate` eagerly over
   fixed-shape blocks whose statistics one XLA-compiled function sums, one
   compilation per (components, features, covariance type, dtype, chunk and
   block rows) whatever the number of rows (:func:`compiled`, also for other
@@ -245,13 +244,13 @@ def em_iterations(
 
 
 # --------------------------------------------------------------------------
-# in-memory EM for a layer's fit: op by op, or XLA-compiled blocks
+# in-memory EM for a layer's fit: traced graph, or XLA-compiled blocks
 # --------------------------------------------------------------------------
 #: Multiply-adds of one EM pass (:func:`pass_work`) up to which a fit of
-#: in-memory data runs op by op (eagerly) rather than XLA-compiled: tracing
-#: and compiling a pass costs about 0.5-1 s once per mixture shape and
-#: process, more than a whole eager fit of data this small (measured: wine,
-#: digits, 20k blobs fit eagerly in a fraction of the compile time).
+#: in-memory data runs as a traced graph without XLA (:func:`small`) rather
+#: than XLA-compiled: compiling a pass costs about 0.5-1 s once per mixture
+#: shape and process, more than a whole fit of data this small (measured:
+#: wine, digits, 20k blobs fit in a fraction of the compile time).
 EAGER_MAX_WORK = 1 << 26
 
 #: Rows of one XLA-compiled block (a multiple of the chunk size, and at most
@@ -260,8 +259,9 @@ EAGER_MAX_WORK = 1 << 26
 BLOCK_ROWS = 1 << 16
 BLOCK_BYTES = 16 << 20
 
-#: Elements of ``[chunk, K, D]`` up to which an eager pass takes all rows in
-#: one chunk (each chunk costs its ops' dispatch; memory stays small).
+#: Elements of ``[chunk, K, D]`` up to which a small-data pass takes all
+#: rows in one chunk (each chunk costs its ops' dispatch; memory stays
+#: small).
 EAGER_CHUNK_ELEMENTS = 1 << 22
 
 
@@ -274,12 +274,12 @@ def pass_work(n, n_components, n_features, covariance_type):
 
 def use_xla(work):
     """Whether work of this many multiply-adds a pass (:func:`pass_work`)
-    is XLA-compiled, else run op by op: above :data:`EAGER_MAX_WORK`."""
+    is XLA-compiled (above :data:`EAGER_MAX_WORK`), else traced without XLA
+    (:func:`small`)."""
     return work > EAGER_MAX_WORK
 
 
 _COMPILED = {}
-_EAGER_USES = {}
 
 
 def compiled(fn, *key, jit=True):
@@ -300,15 +300,15 @@ def compiled(fn, *key, jit=True):
 
 def small(fn, *key):
     """How to run ``fn`` on small data (below :data:`EAGER_MAX_WORK`) for
-    this static ``key``: op by op the first time in the process (no
-    tracing: the fastest first fit), then as a traced ``tf.function``
-    without XLA (a later fit of the same shape, e.g. ``n_init``, a refit, a
-    new layer, skips the per-op dispatch). Both run TensorFlow's own
-    kernels, so the numbers are the same up to rounding."""
-    entry = (fn, *key)
-    if entry not in _EAGER_USES:
-        _EAGER_USES[entry] = True
-        return fn
+    this static ``key``: a ``tf.function`` without XLA, traced once per key
+    and process (:func:`compiled` with ``jit=False``).
+
+    Measured on wine (178x13, K=3 full) in fresh processes: op by op, a fit
+    dispatches about 2,000 eager ops (0.6 s the first time, 0.2-0.4 s every
+    later time); traced, the first fit costs about as much (tracing plus the
+    graph's first run) and every later fit of the shape (``n_init``, a
+    refit, a new layer) about 0.02-0.04 s. Running op by op first and
+    tracing on the second fit made the second fit the slowest of all."""
     return compiled(fn, *key, jit=False)
 
 
@@ -340,8 +340,8 @@ def row_blocks(x, rows):
 
 class InMemoryData:
     """In-memory rows prepared once per fit for :func:`in_memory_em`, with
-    the way its passes run: op by op (``compiled`` False: small data, see
-    :func:`use_xla`) over ``x`` in one or a few chunks, or XLA-compiled over
+    the way its passes run: a traced graph without XLA (``compiled`` False:
+    small data, see :func:`use_xla`) over ``x`` in one or a few chunks, or XLA-compiled over
     fixed-shape blocks (:func:`row_blocks`) with the chunk size the layer
     asked for.
 
@@ -386,8 +386,9 @@ def in_memory_em(data, weights, means, precisions_cholesky, covariance_type,
                  reg_covar, max_iter, tol, prev_bound=-np.inf, iter_limit=None):
     """:func:`em_iterations` over :class:`InMemoryData`, called eagerly.
 
-    Small data run :func:`em_iterations` op by op (no tracing, no
-    compilation: the first fit of a process costs no more than a later one).
+    Small data run :func:`em_iterations` as a graph traced without XLA,
+    once per shape and process (:func:`small`: no XLA compilation; a later
+    fit of the shape reuses the trace).
     Larger data run :func:`iterate` eagerly, each pass summing the
     statistics of the fixed-shape blocks with one XLA-compiled function per
     (components, features, covariance type, dtype, chunk and block rows)

@@ -332,21 +332,25 @@ def test_in_memory_em_blocks_equal_the_one_graph_loop(covariance_type, monkeypat
     assert step.experimental_get_tracing_count() == 1
 
 
-def test_in_memory_em_small_data_run_eagerly_then_traced():
+def test_in_memory_em_small_data_runs_one_trace_per_shape():
     x = tf.constant(_blobs(n=90, d=2, k=3, seed=5))
     params = em.parameters_from_resp(x, _random_resp(90, 3, seed=2), "full", REG)
     params = (params[0], params[1], params[3])
     data = em_driver.InMemoryData(x, 3, "full")
-    assert not data.compiled and data.chunk_size == 90  # one eager chunk
-    key = (em_driver.em_iterations, 90, 3, 2, "full", "float64", 90, 7)
-    em_driver._EAGER_USES.pop(key, None)
+    assert not data.compiled and data.chunk_size == 90  # one chunk
+    key = (em_driver.em_iterations, 90, 3, 2, "full", "float64", 90, 7, False)
+    em_driver._COMPILED.pop(key, None)
     first = em_driver.in_memory_em(data, *params, "full", REG, 7, 1e-8)
-    assert key in em_driver._EAGER_USES
-    second = em_driver.in_memory_em(data, *params, "full", REG, 7, 1e-8)
-    traced = em_driver._COMPILED[(*key, False)]
+    traced = em_driver._COMPILED[key]
     assert traced.experimental_get_tracing_count() == 1
-    for a, b in zip(first, second):
+    # a later fit of the shape (other starting values, other tol) reuses it
+    second = em_driver.in_memory_em(data, *params, "full", REG, 7, 1e-3)
+    em_driver.in_memory_em(data, *(p * 1.01 for p in params), "full", REG, 7, 1e-8)
+    assert traced.experimental_get_tracing_count() == 1
+    eager = em_driver.em_iterations(x, *params, "full", REG, 7, 1e-8, 90)
+    for a, b in zip(first, eager):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12)
+    assert int(second[4]) <= int(first[4])
 
 
 def test_use_xla_follows_the_work_of_a_pass():

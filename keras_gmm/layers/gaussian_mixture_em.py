@@ -45,9 +45,10 @@ initial_resp = init.initial_resp
 OUTPUTS = ("responsibilities", "log_prob", "both")
 
 
-# The EM loop of an array fit: em_driver.in_memory_em, traced without XLA for
-# small data, else XLA-compiled fixed-shape blocks (one compilation per mixture
-# shape, dtype and chunk size, shared by every layer instance and data size).
+# The EM loop of an array fit: em_driver.in_memory_em, op by op then traced
+# (no XLA) for small data, else XLA-compiled fixed-shape blocks (one
+# compilation per mixture shape, dtype and chunk size, shared by every layer
+# instance and data size).
 _EM_ITERATIONS = em_driver.in_memory_em
 
 

@@ -11,8 +11,9 @@ good model into a NaN model). Its callers:
   traced, or XLA-compiled whole), the data walked in fixed-size chunks
   (:func:`chunked_sum`);
 - :func:`in_memory_em` (``GaussianMixtureEM.fit`` of an array): small data
-  (:func:`use_xla`) run :func:`em_iterations` traced without XLA, once per
-  shape in the process (:func:`small`); large data run :func:`iterate` eagerly over
+  (:func:`use_xla`) run :func:`em_iterations` op by op for the first fits
+  of a shape in the process, then traced without XLA (:func:`small`); large
+  data run :func:`iterate` eagerly over
   fixed-shape blocks whose statistics one XLA-compiled function sums, one
   compilation per (components, features, covariance type, dtype, chunk and
   block rows) whatever the number of rows (:func:`compiled`, also for other
@@ -33,6 +34,7 @@ The per-iteration math (E-step, statistics, M-step) is :mod:`keras_gmm.ops.em`.
 """
 
 import math
+import time
 import weakref
 from typing import NamedTuple
 
@@ -247,10 +249,11 @@ def em_iterations(
 # in-memory EM for a layer's fit: traced graph, or XLA-compiled blocks
 # --------------------------------------------------------------------------
 #: Multiply-adds of one EM pass (:func:`pass_work`) up to which a fit of
-#: in-memory data runs as a traced graph without XLA (:func:`small`) rather
-#: than XLA-compiled: compiling a pass costs about 0.5-1 s once per mixture
-#: shape and process, more than a whole fit of data this small (measured:
-#: wine, digits, 20k blobs fit in a fraction of the compile time).
+#: in-memory data runs op by op or as a traced graph without XLA
+#: (:func:`small`) rather than XLA-compiled: compiling a pass costs about
+#: 0.5-1 s once per mixture shape and process, more than a whole fit of
+#: data this small (measured: wine, digits, 20k blobs fit in a fraction of
+#: the compile time).
 EAGER_MAX_WORK = 1 << 26
 
 #: Rows of one XLA-compiled block (a multiple of the chunk size, and at most
@@ -274,8 +277,8 @@ def pass_work(n, n_components, n_features, covariance_type):
 
 def use_xla(work):
     """Whether work of this many multiply-adds a pass (:func:`pass_work`)
-    is XLA-compiled (above :data:`EAGER_MAX_WORK`), else traced without XLA
-    (:func:`small`)."""
+    is XLA-compiled (above :data:`EAGER_MAX_WORK`), else run op by op or
+    traced without XLA (:func:`small`)."""
     return work > EAGER_MAX_WORK
 
 
@@ -298,18 +301,43 @@ def compiled(fn, *key, jit=True):
     return function
 
 
+#: A traced small-data graph costs about this many times the first eager
+#: run of the same call (tracing plus the graph's first run; measured 1.4-2x
+#: on wine and digits fits, CPU time, fresh processes).
+TRACE_COST_FACTOR = 1.5
+
+_EAGER_SECONDS = {}
+
+
 def small(fn, *key):
     """How to run ``fn`` on small data (below :data:`EAGER_MAX_WORK`) for
-    this static ``key``: a ``tf.function`` without XLA, traced once per key
+    this static ``key``: op by op while the seconds spent so running it stay
+    below what a trace would cost (:data:`TRACE_COST_FACTOR` times its first
+    eager run), then as a ``tf.function`` without XLA, traced once per key
     and process (:func:`compiled` with ``jit=False``).
 
-    Measured on wine (178x13, K=3 full) in fresh processes: op by op, a fit
-    dispatches about 2,000 eager ops (0.6 s the first time, 0.2-0.4 s every
-    later time); traced, the first fit costs about as much (tracing plus the
-    graph's first run) and every later fit of the shape (``n_init``, a
-    refit, a new layer) about 0.02-0.04 s. Running op by op first and
-    tracing on the second fit made the second fit the slowest of all."""
-    return compiled(fn, *key, jit=False)
+    It is the ski-rental rule: renting (eager, about 2,000 dispatched ops a
+    wine fit: 0.5-0.7 s the first time in a process, 0.2-0.3 s later) until
+    the rent paid equals the price of buying (the trace: about 0.9 s, after
+    which a fit takes 0.03 s), so any sequence of fits costs at most about
+    twice what the best choice in hindsight would. One fit in a script runs
+    op by op (its fastest first fit); ``n_init``, refits and searches switch
+    to the traced graph after a few fits. Both run TensorFlow's own kernels:
+    the numbers are the same up to rounding."""
+    entry = (fn, *key)
+    spent = _EAGER_SECONDS.get(entry)
+    if spent is not None and spent[0] >= spent[1]:
+        return compiled(fn, *key, jit=False)
+
+    def eager(*args, **kwargs):
+        start = time.perf_counter()
+        out = fn(*args, **kwargs)
+        seconds = time.perf_counter() - start
+        total, price = _EAGER_SECONDS.get(entry, (0.0, TRACE_COST_FACTOR * seconds))
+        _EAGER_SECONDS[entry] = (total + seconds, price)
+        return out
+
+    return eager
 
 
 def block_rows(chunk_size, n_features, dtype):
@@ -340,8 +368,9 @@ def row_blocks(x, rows):
 
 class InMemoryData:
     """In-memory rows prepared once per fit for :func:`in_memory_em`, with
-    the way its passes run: a traced graph without XLA (``compiled`` False:
-    small data, see :func:`use_xla`) over ``x`` in one or a few chunks, or XLA-compiled over
+    the way its passes run: op by op or a traced graph without XLA
+    (``compiled`` False: small data, see :func:`use_xla` and :func:`small`)
+    over ``x`` in one or a few chunks, or XLA-compiled over
     fixed-shape blocks (:func:`row_blocks`) with the chunk size the layer
     asked for.
 
@@ -386,9 +415,9 @@ def in_memory_em(data, weights, means, precisions_cholesky, covariance_type,
                  reg_covar, max_iter, tol, prev_bound=-np.inf, iter_limit=None):
     """:func:`em_iterations` over :class:`InMemoryData`, called eagerly.
 
-    Small data run :func:`em_iterations` as a graph traced without XLA,
-    once per shape and process (:func:`small`: no XLA compilation; a later
-    fit of the shape reuses the trace).
+    Small data run :func:`em_iterations` op by op, or as a graph traced
+    without XLA once per shape and process after a few fits of the shape
+    (:func:`small`; no XLA compilation).
     Larger data run :func:`iterate` eagerly, each pass summing the
     statistics of the fixed-shape blocks with one XLA-compiled function per
     (components, features, covariance type, dtype, chunk and block rows)

@@ -30,8 +30,8 @@ sampling distributions do not (k-means++ draws its candidates by Gumbel-max
 rather than an inverse CDF). So the same ``seed`` gives the same
 initialisation here, but not scikit-learn's for the same ``random_state``.
 
-:func:`run` is how a fit runs an initialisation (traced, or XLA-compiled by
-data size; a failed factor is the same ValueError either
+:func:`run` is how a fit runs an initialisation (op by op, traced, or
+XLA-compiled by data size; a failed factor is the same ValueError either
 way). Everything else is dtype-generic with static shapes and compiles with
 ``tf.function(jit_compile=True)``.
 """
@@ -356,9 +356,11 @@ def _factor(result):
 
 def run(fn, x, n_components, *args):
     """``fn(x, n_components, *args)`` (:func:`initialize` or
-    :func:`initial_variational_state`) as a fit runs it: small data traced
-    without XLA (:func:`keras_gmm.ops.em_driver.small`), large data XLA-compiled (once per shape and static arguments,
-    :func:`keras_gmm.ops.em_driver.compiled`); the precision factor is then
+    :func:`initial_variational_state`) as a fit runs it: small data op by
+    op for the first fits of a shape, then traced without XLA
+    (:func:`keras_gmm.ops.em_driver.small`), large data XLA-compiled (once
+    per shape and static arguments, :func:`keras_gmm.ops.em_driver.
+    compiled`); the precision factor is then
     checked eagerly, so a covariance that is not positive definite is the
     same ValueError (scikit-learn's message) either way.
 

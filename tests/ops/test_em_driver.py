@@ -332,25 +332,34 @@ def test_in_memory_em_blocks_equal_the_one_graph_loop(covariance_type, monkeypat
     assert step.experimental_get_tracing_count() == 1
 
 
-def test_in_memory_em_small_data_runs_one_trace_per_shape():
+def _small_fits(monkeypatch, factor, fits):
+    """``fits`` in-memory EM runs of one small shape with
+    ``TRACE_COST_FACTOR = factor``: ``(results, traced tf.function or None)``."""
+    monkeypatch.setattr(em_driver, "TRACE_COST_FACTOR", factor)
     x = tf.constant(_blobs(n=90, d=2, k=3, seed=5))
     params = em.parameters_from_resp(x, _random_resp(90, 3, seed=2), "full", REG)
     params = (params[0], params[1], params[3])
     data = em_driver.InMemoryData(x, 3, "full")
     assert not data.compiled and data.chunk_size == 90  # one chunk
-    key = (em_driver.em_iterations, 90, 3, 2, "full", "float64", 90, 7, False)
-    em_driver._COMPILED.pop(key, None)
-    first = em_driver.in_memory_em(data, *params, "full", REG, 7, 1e-8)
-    traced = em_driver._COMPILED[key]
-    assert traced.experimental_get_tracing_count() == 1
-    # a later fit of the shape (other starting values, other tol) reuses it
-    second = em_driver.in_memory_em(data, *params, "full", REG, 7, 1e-3)
-    em_driver.in_memory_em(data, *(p * 1.01 for p in params), "full", REG, 7, 1e-8)
-    assert traced.experimental_get_tracing_count() == 1
-    eager = em_driver.em_iterations(x, *params, "full", REG, 7, 1e-8, 90)
-    for a, b in zip(first, eager):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12)
-    assert int(second[4]) <= int(first[4])
+    key = (em_driver.em_iterations, 90, 3, 2, "full", "float64", 90, 7)
+    em_driver._EAGER_SECONDS.pop(key, None)
+    em_driver._COMPILED.pop((*key, False), None)
+    results = [em_driver.in_memory_em(data, *params, "full", REG, 7, 1e-8)
+               for _ in range(fits)]
+    return results, em_driver._COMPILED.get((*key, False))
+
+
+def test_small_data_run_op_by_op_until_that_costs_a_trace(monkeypatch):
+    # the first run is op by op; once the seconds spent so reach the trace's
+    # price (here: at once), one trace serves every later run of the shape
+    results, traced = _small_fits(monkeypatch, 0.0, 4)
+    assert traced is not None and traced.experimental_get_tracing_count() == 1
+    for later in results[1:]:
+        for a, b in zip(results[0], later):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12)
+    # a trace priced higher than any rent: never traced
+    _, traced = _small_fits(monkeypatch, float("inf"), 3)
+    assert traced is None
 
 
 def test_use_xla_follows_the_work_of_a_pass():

@@ -23,8 +23,8 @@ import tensorflow_probability as tfp
 import keras_gmm.layers  # noqa: F401  (registers the serializable layers,
 import keras_gmm.losses  # noqa: F401  loss and regularizer, so that
 import keras_gmm.regularizers  # noqa: F401  load_model needs no custom_objects)
-from keras_gmm import metrics
-from keras_gmm._validation import check_positive_int
+from keras_gmm import metrics, regularizers
+from keras_gmm._validation import check_positive_int, check_seed
 from keras_gmm.zoo._files import (
     METADATA_FILENAME,
     MODEL_FILENAME,
@@ -268,62 +268,6 @@ class AnnealPrecisionPrior(keras.callbacks.Callback):
         beta = self.beta_start * ratio ** (epoch / max(self.epochs - 1, 1))
         self.regularizer.precision_prior = (self.alpha, beta)
         self.regularizer.zero_precision_prior = (self.alpha, beta)
-
-
-def tune_shared_values(model, regularizer, x, y, epochs, batch_size, learning_rate,
-                       seed=0):
-    """After :func:`keras_gmm.regularizers.quantize`: fine-tune the shared
-    values (``regularizer``'s component means, the zero component's 0 kept)
-    by Adam on ``model``'s compiled loss over ``(x, y)``, every weight's
-    component (``regularizer.component_of`` at the start, as snapping the
-    quantized weights again gives) held fixed, so the zeros and the sharing
-    stay as they are.
-    The model's weights and the prior's means are set to the tuned values.
-    Returns ``{"epochs", "learning_rate", "loss_before", "loss_after",
-    "largest_shift"}`` (losses on all of ``(x, y)``; the largest change of a
-    mean)."""
-    trainable = model.trainable_variables
-    components = [regularizer.component_of(v.value)
-                  if getattr(v, "regularizer", None) is regularizer else None
-                  for v in trainable]
-    start = regularizer.means.astype(np.float32)
-    free = np.ones_like(start)
-    free[0] = 0.0 if regularizer.zero_component else 1.0
-    means = tf.Variable(start)
-    loss_fn = keras.losses.get(model.loss)
-    optimizer = keras.optimizers.Adam(learning_rate)
-
-    def values(codebook):
-        return [v.value if c is None else tf.gather(codebook, c)
-                for v, c in zip(trainable, components)]
-
-    def loss_of(codebook, xb, yb):
-        out, _ = model.stateless_call(values(codebook),
-                                      [v.value for v in model.non_trainable_variables],
-                                      xb, training=False)
-        return tf.reduce_mean(loss_fn(yb, out))
-
-    @tf.function(autograph=False)
-    def step(xb, yb):
-        with tf.GradientTape() as tape:
-            loss = loss_of(means * free, xb, yb)
-        optimizer.apply_gradients([(tape.gradient(loss, means), means)])
-
-    before = float(loss_of(start, x, y))
-    order = np.random.default_rng(seed)
-    for _ in range(epochs):
-        perm = order.permutation(len(x))
-        for i in range(0, len(x), batch_size):
-            rows = perm[i:i + batch_size]
-            step(tf.constant(x[rows]), tf.constant(y[rows]))
-    tuned = (means * free).numpy()
-    after = float(loss_of(tuned, x, y))
-    for variable, value in zip(trainable, values(tuned)):
-        variable.assign(value)
-    regularizer.set_prior(tuned, regularizer.variances, regularizer.mixture_weights)
-    return {"epochs": epochs, "learning_rate": learning_rate, "loss_before": before,
-            "loss_after": after,
-            "largest_shift": float(np.max(np.abs(tuned - start)))}
 
 
 class CollapseError(RuntimeError):
@@ -773,3 +717,518 @@ def pca_features(x_train, x_test, dims):
         pca = PCA(dims, random_state=seed).fit(x_train)
         return pca.transform(x_train), pca.transform(x_test)
     return features
+
+
+# --------------------------------------------------------------------------
+# soft weight sharing (soft_weight_sharing_digits, soft_weight_sharing_mnist)
+# --------------------------------------------------------------------------
+#: The settings both soft weight sharing recipes share (each adds its
+#: epochs, batch sizes and EM rate): the prior, as Ullrich et al. but with
+#: every precision's Gamma(alpha, beta) hyperprior annealed (beta falls
+#: geometrically from beta_start to beta_end over step 2), and steps 3-4.
+SOFT_WEIGHT_SHARING_DEFAULTS = {
+    "seed": 0,
+    "pretrain_learning_rate": 1e-3,
+    "learning_rate": 5e-3,  # step 2: cosine decay to a fraction of it
+    "tune_learning_rate": 1e-3,  # step 4: cosine decay to the same fraction
+    "final_learning_rate_fraction": 0.01,
+    "num_components": 16,
+    "zero_weight": 0.99,
+    "tau": 0.005,
+    "precision_alpha": 5000.0,
+    "beta_start": 2.0,
+    "beta_end": 0.02,
+    "em_iterations": 5,
+    "max_nonzero_fraction": 0.05,  # step 3
+    "free_epochs": 20,  # step 4: the non-zero weights free, then
+    "tune_epochs": 30,  # pulled onto the shared values, the pull growing
+    "pull_start": 0.01,  # geometrically from pull_start to pull_end
+    "pull_end": 100.0,
+}
+
+
+def prune_to_fraction(model, regularizer, max_nonzero_fraction):
+    """Before :func:`keras_gmm.regularizers.quantize`: set to 0 the weights
+    of ``model`` that ``regularizer`` regularizes and assigns to its zero
+    component (as quantizing would) and, while more than
+    ``max_nonzero_fraction`` of them would stay non-zero, the smallest in
+    magnitude of the others (to ``floor(max_nonzero_fraction * n)`` left).
+    The weights left are unchanged, so quantizing keeps them non-zero.
+    Returns ``{"nonzero_fraction_by_prior", "nonzero_fraction",
+    "threshold"}``: the fraction the prior alone keeps, the fraction left
+    and the largest magnitude set to 0 beyond the prior's (0 if none)."""
+    variables = [v for v, _ in regularizers.regularized_variables(model, regularizer)]
+    values = [v.numpy() for v in variables]
+    kept = [regularizer.component_of(v.value).numpy() != 0 for v in variables]
+    total = sum(v.size for v in values)
+    by_prior = sum(int(k.sum()) for k in kept)
+    allowed = math.floor(max_nonzero_fraction * total)
+    threshold = 0.0
+    if by_prior > allowed:
+        magnitudes = np.sort(np.concatenate([np.abs(v[k]) for v, k in
+                                             zip(values, kept)]))
+        threshold = float(magnitudes[by_prior - allowed - 1])
+        kept = [k & (np.abs(v) > threshold) for v, k in zip(values, kept)]
+    for variable, value, k in zip(variables, values, kept):
+        variable.assign(np.where(k, value, 0.0).astype(value.dtype))
+    return {"nonzero_fraction_by_prior": by_prior / total,
+            "nonzero_fraction": sum(int(k.sum()) for k in kept) / total,
+            "threshold": threshold}
+
+
+def _shared_value_kmeans(values, n_values, n_iter=100):
+    """``n_values`` shared values for the non-zero ``values`` (1-D): Lloyd
+    iterations (:func:`keras_gmm.ops.init.kmeans`) from evenly spaced
+    quantiles."""
+    from keras_gmm.ops import init
+
+    start = np.quantile(values, (np.arange(n_values) + 0.5) / n_values)
+    centers, _ = init.kmeans(
+        tf.constant(values[:, None], tf.float32),
+        tf.constant(start[:, None], tf.float32), n_iter=n_iter)
+    return centers.numpy()[:, 0]
+
+
+def _settle(variables, regularizer):
+    """Snap ``variables`` by ``regularizer`` until that changes nothing
+    (values that are all component means); returns the entries moved."""
+    moved = 0
+    for variable in variables:
+        for _ in range(regularizer.num_components + 1):
+            snapped = tf.cast(regularizer.snap(variable.value), variable.dtype)
+            changed = int(tf.math.count_nonzero(snapped != variable.value))
+            if not changed:
+                break
+            moved += changed
+            variable.assign(snapped)
+        else:
+            raise RuntimeError(f"Snapping {variable.path} by the prior does not "
+                               "settle (its components map onto each other).")
+    return moved
+
+
+#: The smallest variance :func:`tune_nonzero_weights` gives a shared value's
+#: component (a standard deviation of 1e-4).
+MIN_SHARED_VARIANCE = 1e-8
+
+
+def tune_nonzero_weights(model, regularizer, x, y, free_epochs, epochs, batch_size,
+                         learning_rate, pull=(0.01, 100.0),
+                         final_learning_rate_fraction=0.01, seed=0):
+    """After :func:`keras_gmm.regularizers.quantize`: fine-tune ``model``'s
+    non-zero weights with its zeros held at 0, pull them onto shared values,
+    then snap them there.
+
+    Only the variables ``regularizer`` regularizes are constrained (other
+    trainable variables train freely); their zeros stay 0 throughout.
+
+    1. ``free_epochs`` of ``model``'s compiled loss on ``(x, y)``, the
+       non-zero weights free: the network recovers what pruning and
+       quantizing cost.
+    2. The ``K - 1`` shared values (the prior's non-zero components) are
+       re-estimated from the non-zero weights by 1-D k-means.
+    3. ``epochs`` of the loss plus ``lam / 2 * sum_i (w_i - m_(c_i))^2``
+       over the non-zero weights ``w_i``, ``m`` the shared values (learned
+       with the weights) and ``c_i`` the one nearest ``w_i``, chosen again at
+       every epoch; ``lam`` grows geometrically from ``pull[0]`` to
+       ``pull[1]``, so the weights settle onto the shared values while the
+       rest of the network adapts.
+    4. Every such weight is set to its shared value; the prior's means to
+       the shared values, its variances to the spread of their weights just
+       before (at least :data:`MIN_SHARED_VARIANCE`; the zero component's
+       kept) and its mixing weights to the fractions of the weights on each
+       (the zero component's pinned weight kept); then the weights are
+       snapped by the prior (:meth:`~keras_gmm.GMMRegularizer.snap`) until
+       that changes nothing, so the prior quantizes them to themselves.
+
+    Adam throughout, its learning rate decaying (cosine) from
+    ``learning_rate`` to ``final_learning_rate_fraction`` of it over both
+    phases.
+
+    Returns ``{"free_epochs", "epochs", "learning_rate", "pull",
+    "loss_before", "loss_free", "loss_after", "kmeans_values",
+    "reassigned_fraction", "changed_by_final_snap"}``: losses (the compiled
+    loss alone) on all of ``(x, y)`` at the start, after step 1 and at the
+    end; the shared values of step 2; the fraction of the non-zero weights
+    whose nearest shared value changed during step 3; the weights the final
+    snapping moved.
+    """
+    if not regularizer.zero_component:
+        raise ValueError("tune_nonzero_weights needs a GMMRegularizer with "
+                         "zero_component=True (its zeros are held fixed).")
+    trainable = model.trainable_variables
+    weights = [tf.Variable(v.value) for v in trainable]
+    masks = [tf.constant((v.numpy() != 0).astype(np.float32))
+             if getattr(v, "regularizer", None) is regularizer else None
+             for v in trainable]
+    num_values = regularizer.num_components
+    codebook = tf.Variable(np.zeros(num_values, np.float32))
+    lam = tf.Variable(0.0)
+    variables = weights + [codebook]
+    loss_fn = keras.losses.get(model.loss)
+    optimizer = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
+        learning_rate, (free_epochs + epochs) * steps_per_epoch(len(x), batch_size),
+        alpha=final_learning_rate_fraction))
+
+    def masked():
+        return [w if m is None else w * m for w, m in zip(weights, masks)]
+
+    def loss_of(values, xb, yb):
+        out, _ = model.stateless_call(values,
+                                      [v.value for v in model.non_trainable_variables],
+                                      xb, training=False)
+        return tf.reduce_mean(loss_fn(yb, out))
+
+    def nearest():
+        """Per constrained variable, the index (1..K-1) of each non-zero
+        weight's nearest shared value, 0 for the zeros."""
+        values = codebook.numpy()[1:]
+        return [tf.zeros([0], tf.int32) if m is None else tf.constant(np.where(
+            m.numpy() > 0, 1 + np.abs(w.numpy()[..., None] - values).argmin(-1), 0),
+            tf.int32) for w, m in zip(weights, masks)]
+
+    @tf.function(autograph=False)
+    def step(xb, yb, components):
+        with tf.GradientTape() as tape:
+            penalty = tf.add_n([tf.constant(0.0)] + [
+                tf.reduce_sum(m * tf.square(w - tf.gather(codebook, c)))
+                for w, m, c in zip(weights, masks, components) if m is not None])
+            loss = loss_of(masked(), xb, yb) + 0.5 * lam * penalty
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+
+    rng = np.random.default_rng(seed)
+
+    def one_epoch(components):
+        perm = rng.permutation(len(x))
+        for i in range(0, len(x), batch_size):
+            rows = perm[i:i + batch_size]
+            step(tf.constant(x[rows]), tf.constant(y[rows]), components)
+
+    before = float(loss_of(masked(), x, y))
+    none = nearest()  # lam = 0: the components do not matter yet
+    for _ in range(free_epochs):
+        one_epoch(none)
+    free = float(loss_of(masked(), x, y))
+    flat = np.concatenate([w.numpy()[m.numpy() > 0]
+                           for w, m in zip(weights, masks) if m is not None])
+    kmeans_values = _shared_value_kmeans(flat, num_values - 1)
+    codebook.assign(np.r_[0.0, kmeans_values].astype(np.float32))
+    first = components = nearest()
+    for epoch in range(epochs):
+        lam.assign(pull[0] * (pull[1] / pull[0]) ** (epoch / max(epochs - 1, 1)))
+        components = nearest()
+        one_epoch(components)
+    components = nearest()
+    shared = codebook.numpy()
+    tied = [(w.numpy()[m.numpy() > 0], c.numpy()[m.numpy() > 0])
+            for w, m, c in zip(weights, masks, components) if m is not None]
+    values, owners = (np.concatenate(parts) for parts in zip(*tied))
+    counts = np.bincount(owners, minlength=num_values).astype(np.float64)
+    spread = np.bincount(owners, np.square(values - shared[owners]),
+                         minlength=num_values) / np.maximum(counts, 1.0)
+    for variable, w, m, c in zip(trainable, weights, masks, components):
+        variable.assign(w if m is None else tf.gather(shared, c))
+    variances = np.maximum(spread, MIN_SHARED_VARIANCE)
+    variances[0] = regularizer.variances[0]
+    regularizer.set_prior(shared, variances,
+                          np.maximum(counts, 1e-3) / np.maximum(counts, 1e-3).sum())
+    changed = _settle([v for v, m in zip(trainable, masks) if m is not None],
+                      regularizer)
+    n_nonzero = sum(float(tf.reduce_sum(m)) for m in masks if m is not None)
+    reassigned = sum(int(tf.math.count_nonzero(a != b))
+                     for a, b, m in zip(first, components, masks) if m is not None)
+    return {"free_epochs": free_epochs, "epochs": epochs,
+            "learning_rate": learning_rate, "pull": [float(p) for p in pull],
+            "loss_before": before, "loss_free": free,
+            "loss_after": float(loss_of([v.value for v in trainable], x, y)),
+            "kmeans_values": [float(v) for v in kmeans_values],
+            "reassigned_fraction": reassigned / max(n_nonzero, 1.0),
+            "changed_by_final_snap": changed}
+
+
+class SoftWeightSharing:
+    """The soft weight sharing recipe (Ullrich, Meeds & Welling, ICLR 2017)
+    of the zoo models ``soft_weight_sharing_digits`` and
+    ``soft_weight_sharing_mnist``, for a ReLU MLP on ``load``'s data.
+
+    :meth:`run` (one seed): 1. train the MLP plainly (the reference);
+    2. retrain it under one :class:`keras_gmm.GMMRegularizer` on every kernel
+    and bias (``num_components`` components, one pinned at zero), the prior
+    learned by MAP EM during ``fit`` and its precision hyperprior annealed
+    (:class:`AnnealPrecisionPrior`); 3. :func:`prune_to_fraction` (the
+    prior's zeros and, beyond ``max_nonzero_fraction``, the smallest other
+    weights) and quantize (:func:`keras_gmm.regularizers.quantize`);
+    4. :func:`tune_nonzero_weights`: the zeros fixed, the other weights
+    fine-tuned, pulled onto shared values and snapped there. :meth:`train`
+    runs it for several seeds and writes the record.
+
+    Args:
+        name: the zoo model's name (the Keras model's too).
+        load: its :mod:`keras_gmm.datasets` loader (``load(split) -> (x, y)``,
+            splits "train" and "test").
+        input_dim: the number of input features.
+        defaults: the recipe's ``DEFAULTS`` (the keys of
+            ``soft_weight_sharing_mnist.DEFAULTS``).
+        hidden_units: the sizes of the hidden ReLU layers (LeNet-300-100's).
+        targets: ``(drop_points, nonzero_fraction)``, a seed's targets: the
+            most accuracy points lost against step 1 on "test", the largest
+            fraction of non-zero weights.
+    """
+
+    STEPS = 4
+
+    def __init__(self, name, load, input_dim, defaults, hidden_units=(300, 100),
+                 targets=(1.0, 0.05)):
+        self.name, self.load = name, load
+        self.input_dim, self.hidden_units = input_dim, tuple(hidden_units)
+        self.defaults = dict(defaults)
+        self.target_drop_points, self.target_nonzero = targets
+
+    def make_regularizer(self, n_train):
+        """The shared prior, ``strength = tau / n_train`` (Ullrich et al.'s
+        tau for a loss averaged over the ``n_train`` training samples)."""
+        s = self.defaults
+        prior = (s["precision_alpha"], s["beta_start"])
+        return regularizers.GMMRegularizer(
+            num_components=s["num_components"], strength=s["tau"] / n_train,
+            zero_weight=s["zero_weight"], precision_prior=prior,
+            zero_precision_prior=prior)
+
+    def build(self, seed=0, regularizer=None, learning_rate=None):
+        """The compiled MLP, ``regularizer`` (if given) on every kernel and
+        bias; ``learning_rate``: Adam's, a float or a schedule (``None``:
+        ``pretrain_learning_rate``)."""
+        keras.utils.set_random_seed(seed)
+        if learning_rate is None:
+            learning_rate = self.defaults["pretrain_learning_rate"]
+
+        def dense(units, activation, name):
+            return keras.layers.Dense(units, activation=activation, name=name,
+                                      kernel_regularizer=regularizer,
+                                      bias_regularizer=regularizer)
+        model = keras.Sequential(
+            [keras.Input((self.input_dim,), name="x"),
+             *(dense(units, "relu", f"hidden_{i}")
+               for i, units in enumerate(self.hidden_units)),
+             dense(10, "softmax", "probabilities")], name=self.name)
+        model.compile(keras.optimizers.Adam(learning_rate),
+                      "sparse_categorical_crossentropy", metrics=["accuracy"])
+        return model
+
+    def retrain(self, pretrained, x, y, seed=0, epochs=None, verbose=0):
+        """Step 2: ``pretrained``'s weights retrained under one shared
+        GMMRegularizer; returns ``(model, regularizer, callback)``."""
+        s = self.defaults
+        epochs = s["epochs"] if epochs is None else epochs
+        regularizer = self.make_regularizer(len(x))
+        schedule = keras.optimizers.schedules.CosineDecay(
+            s["learning_rate"],
+            decay_steps=epochs * steps_per_epoch(len(x), s["batch_size"]),
+            alpha=s["final_learning_rate_fraction"])
+        model = self.build(seed=seed, regularizer=regularizer, learning_rate=schedule)
+        model.set_weights(pretrained.get_weights())
+        callback = regularizer.callback(update_every=s["update_every"],
+                                        max_iter=s["em_iterations"])
+        anneal = AnnealPrecisionPrior(regularizer, epochs, s["precision_alpha"],
+                                      s["beta_start"], s["beta_end"])
+        model.fit(x, y, batch_size=s["batch_size"], epochs=epochs, shuffle=True,
+                  verbose=verbose, callbacks=[anneal, callback])
+        return model, regularizer, callback
+
+    @staticmethod
+    def accuracy(model, x, y):
+        """``mean(argmax(model(x)) == y)``."""
+        return float(np.mean(predict(model, x, batch_size=512).argmax(-1) == y))
+
+    def evaluate(self, model):
+        """``accuracy`` on "test"; ``nonzero_fraction`` and
+        ``compression_ratio`` of the model's weights."""
+        report = regularizers.compression_report(model)
+        return {"accuracy": self.accuracy(model, *self.load("test")),
+                **{key: float(report[key])
+                   for key in ("nonzero_fraction", "compression_ratio")}}
+
+    def example_inputs(self, n=8):
+        """``n`` held-out inputs (the first rows of the "test" split)."""
+        return self.load("test")[0][:n]
+
+    def run(self, seed=0, epochs=None, pretrain_epochs=None, tune_epochs=None,
+            free_epochs=None, x=None, y=None, x_eval=None, y_eval=None, verbose=0):
+        """The four steps once, evaluated on ``(x_eval, y_eval)`` ("test" by
+        default; trained on ``(x, y)``, "train" by default; ``None`` epochs:
+        the defaults'). Returns the ``pretrained`` and compressed (``model``)
+        models, the ``regularizer``, the flat ``weights_pretrained`` /
+        ``weights_retrained``, the steps' reports (``quantize``,
+        ``prune_to_fraction``, ``tune``, ``compression``), the accuracies after
+        each step and the seconds."""
+        s = self.defaults
+        epochs = s["epochs"] if epochs is None else epochs
+        pretrain_epochs = s["pretrain_epochs"] if pretrain_epochs is None else (
+            pretrain_epochs)
+        tune_epochs = s["tune_epochs"] if tune_epochs is None else tune_epochs
+        free_epochs = s["free_epochs"] if free_epochs is None else free_epochs
+        if x is None:
+            x, y = self.load("train")
+        if x_eval is None:
+            x_eval, y_eval = self.load("test")
+
+        def step(i, what):
+            say(verbose, self.name, f"seed {seed}, step {i}/{self.STEPS}: {what}")
+        start = time.perf_counter()
+        step(1, f"training the MLP plainly, {count(pretrain_epochs, 'epoch')}")
+        pretrained = self.build(seed=seed)
+        pretrained.fit(x, y, batch_size=s["pretrain_batch_size"],
+                       epochs=pretrain_epochs, shuffle=True, verbose=verbose)
+        seconds = {"pretrain": time.perf_counter() - start}
+        step(2, f"retraining it under the GMMRegularizer prior "
+             f"({s['num_components']} components, re-estimated every "
+             f"{s['update_every']} batches), {count(epochs, 'epoch')}")
+        model, regularizer, callback = self.retrain(pretrained, x, y, seed=seed,
+                                                    epochs=epochs, verbose=verbose)
+        seconds["retrain"] = time.perf_counter() - start - sum(seconds.values())
+        weights_retrained = np.concatenate([np.ravel(w) for w in model.get_weights()])
+        accuracy_retrained = self.accuracy(model, x_eval, y_eval)
+        pruned = prune_to_fraction(model, regularizer, s["max_nonzero_fraction"])
+        report = regularizers.quantize(model, regularizer)
+        accuracy_quantized = self.accuracy(model, x_eval, y_eval)
+        step(3, f"pruned and quantized: {pruned['nonzero_fraction_by_prior']:.1%} "
+             f"of the weights non-zero by the prior, {report['nonzero_fraction']:.1%} "
+             f"kept, {report['n_distinct']} distinct values")
+        step(4, f"tuning the non-zero weights, the zeros fixed: "
+             f"{count(free_epochs, 'epoch')} free, then "
+             f"{count(tune_epochs, 'epoch')} pulled onto the shared values")
+        tuned = tune_nonzero_weights(
+            model, regularizer, x, y, free_epochs=free_epochs, epochs=tune_epochs,
+            batch_size=s["tune_batch_size"], learning_rate=s["tune_learning_rate"],
+            pull=(s["pull_start"], s["pull_end"]),
+            final_learning_rate_fraction=s["final_learning_rate_fraction"], seed=seed)
+        seconds["tune"] = time.perf_counter() - start - sum(seconds.values())
+        accuracy_pretrained = self.accuracy(pretrained, x_eval, y_eval)
+        accuracy_tuned = self.accuracy(model, x_eval, y_eval)
+        say(verbose, self.name, f"seed {seed}: accuracy {accuracy_pretrained:.4f} "
+            f"(step 1) -> {accuracy_retrained:.4f} (step 2) -> "
+            f"{accuracy_quantized:.4f} (step 3) -> {accuracy_tuned:.4f} (step 4)")
+        return {
+            "pretrained": pretrained,
+            "model": model,
+            "regularizer": regularizer,
+            "weights_pretrained": np.concatenate(
+                [np.ravel(w) for w in pretrained.get_weights()]),
+            "weights_retrained": weights_retrained,
+            "quantize": report,
+            "prune_to_fraction": pruned,
+            "tune": tuned,
+            "compression": regularizers.compression_report(model),
+            "accuracy_pretrained": accuracy_pretrained,
+            "accuracy_retrained": accuracy_retrained,
+            "accuracy_quantized": accuracy_quantized,
+            "accuracy_tuned": accuracy_tuned,
+            "em_updates": len(callback.history),
+            "seconds": {k: round(v, 1) for k, v in seconds.items()},
+        }
+
+    def seed_figures(self, result):
+        """One seed's recorded figures (``run``'s ``result``) and whether it
+        meets both targets."""
+        plain, compressed = result["accuracy_pretrained"], result["accuracy_tuned"]
+        nonzero = result["compression"]["nonzero_fraction"]
+        drop = 100.0 * (plain - compressed)
+        return {
+            "accuracy_plain": plain,
+            "accuracy_retrained": result["accuracy_retrained"],
+            "accuracy_quantized": result["accuracy_quantized"],
+            "accuracy_compressed": compressed,
+            "accuracy_drop_points": drop,
+            "nonzero_fraction": nonzero,
+            "compression_ratio": result["compression"]["compression_ratio"],
+            "n_distinct": result["compression"]["n_distinct"],
+            "target_met": bool(drop <= self.target_drop_points
+                               and nonzero <= self.target_nonzero),
+            "seconds": result["seconds"],
+        }
+
+    def optimizers(self):
+        """The optimizers of the four steps, as recorded."""
+        s = self.defaults
+
+        def cosine(initial):
+            return {"schedule": "keras.optimizers.schedules.CosineDecay",
+                    "initial_learning_rate": initial,
+                    "alpha": s["final_learning_rate_fraction"]}
+        return {
+            "pretrain": {"name": "Adam", "learning_rate": s["pretrain_learning_rate"],
+                         "batch_size": s["pretrain_batch_size"]},
+            "retrain": {"name": "Adam", "batch_size": s["batch_size"],
+                        "learning_rate": cosine(s["learning_rate"])},
+            "tune_nonzero_weights": {"name": "Adam", "batch_size": s["tune_batch_size"],
+                                     "learning_rate": cosine(s["tune_learning_rate"])},
+        }
+
+    def train(self, seed=None, epochs=None, pretrain_epochs=None, tune_epochs=None,
+              free_epochs=None, num_seeds=3, verbose=0):
+        """:meth:`run` on "train" with ``seed`` (the saved model) and, for the
+        recorded spread, ``seed + 1, ...`` (``num_seeds`` in all), each
+        evaluated on "test" against its own plainly trained network (step 1);
+        ``None``: the defaults'. Returns ``(model, record)``."""
+        s = self.defaults
+        seed = check_seed(s["seed"] if seed is None else seed, allow_none=False)
+        epochs, pretrain_epochs, tune_epochs, free_epochs = (
+            check_positive_int(s[name] if value is None else value, name)
+            for name, value in (("epochs", epochs), ("pretrain_epochs", pretrain_epochs),
+                                ("tune_epochs", tune_epochs),
+                                ("free_epochs", free_epochs)))
+        num_seeds = check_positive_int(num_seeds, "num_seeds")
+        start = time.perf_counter()
+        results, per_seed = {}, {}
+        for i, each in enumerate(range(seed, seed + num_seeds), 1):
+            say(verbose, self.name, f"seed {each} ({i}/{num_seeds})" + (
+                "" if i == 1 else ", for the recorded spread (epochs not shown)"))
+            results[each] = self.run(seed=each, epochs=epochs,
+                                     pretrain_epochs=pretrain_epochs,
+                                     tune_epochs=tune_epochs, free_epochs=free_epochs,
+                                     verbose=verbose if i == 1 else 0)
+            per_seed[str(each)] = self.seed_figures(results[each])
+            say(verbose, self.name, f"seed {each}: {per_seed[str(each)]}")
+        result = results[seed]
+        model, reg = result["model"], result["regularizer"]
+        measured = self.evaluate(model)
+        keys = [k for k, v in per_seed[str(seed)].items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        metrics = {
+            "accuracy": {"value": measured["accuracy"],
+                         "before_quantization": result["accuracy_retrained"],
+                         "quantized_before_tuning": result["accuracy_quantized"],
+                         "reference": {"value": result["accuracy_pretrained"], "source":
+                                       f"step 1 of this recipe (the same network "
+                                       f"trained plainly), seed {seed}, "
+                                       f"{pretrain_epochs} epochs"}},
+            "nonzero_fraction": measured["nonzero_fraction"],
+            "compression_ratio": measured["compression_ratio"],
+        }
+        training = {
+            "seed": seed, "epochs": epochs, "pretrain_epochs": pretrain_epochs,
+            "tune_epochs": tune_epochs, "free_epochs": free_epochs,
+            "batch_size": s["batch_size"],
+            "optimizer": self.optimizers(),
+            "settings": {k: v for k, v in s.items() if k not in (
+                "seed", "epochs", "pretrain_epochs", "tune_epochs", "free_epochs")},
+            "prior": {
+                "strength": reg.strength,
+                "em_updates": result["em_updates"],
+                "saved": {"means": [float(v) for v in reg.means],
+                          "stddevs": [float(v) for v in reg.stddevs],
+                          "mixture_weights": [float(v) for v in reg.mixture_weights]},
+            },
+            "quantize": {k: v for k, v in result["quantize"].items() if k != "variables"},
+            "prune_to_fraction": result["prune_to_fraction"],
+            "tune_nonzero_weights": result["tune"],
+            "compression_variables": result["compression"]["variables"],
+            "seconds": result["seconds"],
+            "comparison": {"split": "test", "seeds": [int(k) for k in per_seed],
+                           "per_seed": per_seed,
+                           "spread": seed_summary(per_seed, keys),
+                           "targets_met_on_every_seed": all(
+                               f["target_met"] for f in per_seed.values())},
+        }
+        training["seconds_total"] = round(time.perf_counter() - start, 1)
+        return model, {"metrics": metrics, "training": training}

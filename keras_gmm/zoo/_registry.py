@@ -33,9 +33,9 @@ REGISTRY = {
     "mdn_inverse_sine":
         "0ade100a21c181a751360d05c19ea3c94c16bfadbde92e1297a187bd77081d7a",
     "soft_weight_sharing_digits":
-        "ae30b69117aedbfb949fe0caa431ec2a1a242cae94dc2e01abfda6ff59c82b95",
+        "a08267ddc89a5ad232e70b429490f640b9c3ed5cc2e5b49b2dffd4922c9b69b7",
     "soft_weight_sharing_mnist":
-        "9cd1f62b0669bc18aaaae4a4744d6d722bdf678ac7adda66ff98a3b83f0885a6",
+        "c940cf9aac25a3add270d4867bda1dabd13003314dfe556f674845633972b1c2",
     "vade_digits": "f7fd48ee9148cff66f288eb0b82d96ad828b7d475e9e6d04a403519b8d208d4a",
     "vade_mnist": "3f56d95dcdc2d3340d2aaf17ec2b1476c255dad88978d52c3d13246cdb528c34",
 }

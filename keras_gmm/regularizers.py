@@ -817,7 +817,7 @@ def quantize(model, regularizer=None, max_zeroed_fraction=MAX_ZEROED_FRACTION,
     - more than ``max_zeroed_fraction`` of the non-zero weights set to 0.
 
     Soft weight sharing is meant to zero most weights: the zoo model
-    ``soft_weight_sharing_digits`` zeroes 93 % of them, Ullrich et al. 96 %
+    ``soft_weight_sharing_digits`` zeroes 92-94 % of them, Ullrich et al. 96 %
     (LeNet-300-100) and 99.5 % (LeNet-5); the default 0.99 lets such results
     through and catches a prior that takes (almost) everything. A zeroed bias
     alone, next to a non-zero kernel, is normal and not reported.

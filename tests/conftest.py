@@ -2,6 +2,8 @@
 
 Two logical CPU devices are configured before TensorFlow initialises its
 devices, so tests can run ``tf.distribute.MirroredStrategy`` on one machine.
+Smoke tests of the example and benchmark scripts get their subprocess runs
+from the ``script_run`` fixture (see tests/script_utils.py).
 """
 
 import os
@@ -30,3 +32,29 @@ def _reset_keras_state():
     keras.utils.set_random_seed(1234)
     yield
     keras.mixed_precision.set_global_policy("float32")
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "script(args): the test's script run (``python *args``, ``{out}`` its "
+        "output folder), started with the other marked tests' runs, two at a "
+        "time, and read through the script_run fixture",
+    )
+
+
+@pytest.fixture(scope="session")
+def _script_pool(request, tmp_path_factory):
+    from tests.script_utils import ScriptPool
+
+    pool = ScriptPool(request.session.items,
+                      lambda name: tmp_path_factory.mktemp(name[:30]))
+    yield pool
+    pool.close()
+
+
+@pytest.fixture
+def script_run(request, _script_pool):
+    """This test's script run (its ``@pytest.mark.script``): a ScriptRun with
+    ``stdout`` (exit status 0 asserted) and its output folder ``out``."""
+    return _script_pool.result(request.node.nodeid)

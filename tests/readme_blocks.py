@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.script_utils import as_text as _text
+
 ROOT = Path(__file__).resolve().parents[1]
 README_PATH = ROOT / "README.md"
 BLOCK_TIMEOUT_S = 120  # each block takes seconds; generous for a busy 2-core machine
@@ -105,12 +107,6 @@ def run_block(block, timeout=BLOCK_TIMEOUT_S):
                 error.cmd, None, _text(error.stdout), _text(error.stderr)
             )
         return result, time.perf_counter() - start
-
-
-def _text(value):
-    if value is None:
-        return ""
-    return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ import pytest
 
 from tests.script_utils import run_script as _run
 
-
 ROW = re.compile(
     r"^(?P<method>keras_gmm|plain_tfp|keras-mdn-layer)\s+"
     r"(?P<seconds>\S+)\s+(?P<ratio>\S+)\s+(?P<nll>\S+) ± (?P<std>\S+)\s+(?P<gap>\S+)",
@@ -24,10 +23,10 @@ def _keras_mdn_layer_installed():
     return True
 
 
-def test_mdn_inverse_sine_example_smoke(tmp_path):
-    out = _run(
-        ["examples/mdn_inverse_sine.py", "--smoke", "--output-dir", str(tmp_path)]
-    )
+@pytest.mark.script(
+    ["examples/mdn_inverse_sine.py", "--smoke", "--output-dir", "{out}"])
+def test_mdn_inverse_sine_example_smoke(script_run):
+    out, tmp_path = script_run.stdout, script_run.out
     png = tmp_path / "mdn_inverse_sine.png"
     assert png.is_file() and png.stat().st_size > 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -36,8 +35,9 @@ def test_mdn_inverse_sine_example_smoke(tmp_path):
     assert nll and math.isfinite(float(nll.group(1))), out
 
 
-def test_em_clustering_example_smoke(tmp_path):
-    out = _run(["examples/em_clustering.py", "--smoke", "--output-dir", str(tmp_path)])
+@pytest.mark.script(["examples/em_clustering.py", "--smoke", "--output-dir", "{out}"])
+def test_em_clustering_example_smoke(script_run):
+    out, tmp_path = script_run.stdout, script_run.out
     for name in ("em_clustering_ellipses.png", "em_clustering_bic.png"):
         png = tmp_path / name
         assert png.is_file() and png.stat().st_size > 0
@@ -53,9 +53,10 @@ def test_em_clustering_example_smoke(tmp_path):
     assert accuracy and 0.0 <= float(accuracy.group(1)) <= 1.0, out
 
 
-def test_mdn_benchmark_quick(tmp_path):
-    output = tmp_path / "mdn.json"
-    out = _run(["-m", "benchmarks.mdn", "--quick", "--output", str(output)])
+@pytest.mark.script(["-m", "benchmarks.mdn", "--quick", "--output", "{out}/mdn.json"])
+def test_mdn_benchmark_quick(script_run):
+    output = script_run.out / "mdn.json"
+    out = script_run.stdout
     rows = {m["method"]: m for m in ROW.finditer(out)}
     expected = {"keras_gmm", "plain_tfp"}
     if _keras_mdn_layer_installed():
@@ -112,13 +113,14 @@ def _check_em_output(out, output, cases):
     assert result["complete"] and set(result["results"]) == set(cases)
 
 
-def test_em_benchmark_quick_full_case(tmp_path):
+@pytest.mark.script(
+    ["-m", "benchmarks.em", "--quick", "--case", "full", "--case", "init",
+     "--repeats", "1", "--max-iter", "3", "--check", "--output", "{out}/em.json"]
+)
+def test_em_benchmark_quick_full_case(script_run):
     # The default suite's smoke run: one EM case and the init case, small.
-    output = tmp_path / "em.json"
-    out = _run(
-        ["-m", "benchmarks.em", "--quick", "--case", "full", "--case", "init",
-         "--repeats", "1", "--max-iter", "3", "--check", "--output", str(output)]
-    )
+    output = script_run.out / "em.json"
+    out = script_run.stdout
     _check_em_output(out, output, {"full", "init"})
 
 

@@ -3,13 +3,16 @@ prints its effective K and writes its PNG."""
 
 import re
 
-from tests.script_utils import PNG_MAGIC, run_script
+import pytest
+
+from tests.script_utils import PNG_MAGIC
 
 
-def test_bayesian_k_selection_example_smoke(tmp_path):
-    out = run_script(["examples/bayesian_k_selection.py", "--smoke",
-                      "--output-dir", str(tmp_path)])
-    png = tmp_path / "bayesian_k_selection.png"
+@pytest.mark.script(["examples/bayesian_k_selection.py", "--smoke",
+                     "--output-dir", "{out}"])
+def test_bayesian_k_selection_example_smoke(script_run):
+    out = script_run.stdout
+    png = script_run.out / "bayesian_k_selection.png"
     assert png.is_file() and png.read_bytes()[:8] == PNG_MAGIC
     assert f"wrote {png}" in out
     k = int(re.search(r"^effective K: (\d+)$", out, re.MULTILINE).group(1))

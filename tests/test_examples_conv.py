@@ -4,23 +4,22 @@ import json
 import math
 import re
 
-from tests.script_utils import run_script as _run
+import pytest
 
 
-def test_gmm_conv_digits_example_smoke(tmp_path):
-    out = _run(
-        ["examples/gmm_conv_digits.py", "--smoke", "--output-dir", str(tmp_path)]
-    )
-    png = tmp_path / "gmm_conv_digits.png"
+@pytest.mark.script(["examples/gmm_conv_digits.py", "--smoke", "--output-dir", "{out}"])
+def test_gmm_conv_digits_example_smoke(script_run):
+    out = script_run.stdout
+    png = script_run.out / "gmm_conv_digits.png"
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert str(png) in out
-    rows = dict(
-        (m[0], (float(m[1]), int(m[2])))
+    rows = {
+        m[0]: (float(m[1]), int(m[2]))
         for m in re.findall(
             r"^(GMMConv2D|Conv2D)\s+CNN: test accuracy (\S+), .*convolutions (\d+),",
             out, re.MULTILINE,
         )
-    )
+    }
     assert set(rows) == {"GMMConv2D", "Conv2D"}, out
     for accuracy, _ in rows.values():
         assert 0.0 <= accuracy <= 1.0
@@ -36,9 +35,10 @@ ROW = re.compile(
 )
 
 
-def test_conv_benchmark_quick(tmp_path):
-    output = tmp_path / "conv.json"
-    out = _run(["-m", "benchmarks.conv", "--quick", "--output", str(output)])
+@pytest.mark.script(["-m", "benchmarks.conv", "--quick", "--output", "{out}/conv.json"])
+def test_conv_benchmark_quick(script_run):
+    output = script_run.out / "conv.json"
+    out = script_run.stdout
     rows = list(ROW.finditer(out))
     methods = {"Conv2D", "GMMConv2D", "GMMConv2D-full-pair"}
     cells = {(m["k"], m["jit"], m["pass"]) for m in rows}

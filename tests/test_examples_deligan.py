@@ -7,7 +7,9 @@ import math
 import re
 import struct
 
-from tests.script_utils import PNG_MAGIC, run_script
+import pytest
+
+from tests.script_utils import PNG_MAGIC
 
 COMPONENTS = 10  # the example's default K
 
@@ -19,10 +21,10 @@ def _png_size(path):
     return struct.unpack(">II", data[16:24])
 
 
-def test_deligan_mnist_example_smoke(tmp_path):
-    out = run_script(["examples/deligan_mnist.py", "--smoke",
-                      "--output-dir", str(tmp_path)])
-    png = tmp_path / "deligan_mnist.png"
+@pytest.mark.script(["examples/deligan_mnist.py", "--smoke", "--output-dir", "{out}"])
+def test_deligan_mnist_example_smoke(script_run):
+    out = script_run.stdout
+    png = script_run.out / "deligan_mnist.png"
     wrote = re.search(
         r"^wrote (\S+) \((\d+) x (\d+) px: (\d+) rows x (\d+) samples\)$", out,
         re.MULTILINE)

@@ -6,7 +6,7 @@ import math
 import re
 from pathlib import Path
 
-from tests.script_utils import run_script as _run
+import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -24,11 +24,11 @@ def _table(out, title):
     return {name: (float(a), float(f)) for name, a, f in rows if name != "method"}
 
 
-def test_anomaly_detection_example_smoke(tmp_path):
-    out = _run(
-        ["examples/anomaly_detection.py", "--smoke", "--output-dir", str(tmp_path)]
-    )
-    _check_png(tmp_path / "anomaly_detection.png", out)
+@pytest.mark.script(
+    ["examples/anomaly_detection.py", "--smoke", "--output-dir", "{out}"])
+def test_anomaly_detection_example_smoke(script_run):
+    out = script_run.stdout
+    _check_png(script_run.out / "anomaly_detection.png", out)
     breast = _table(out, "breast cancer, test split")
     assert {"keras_gmm DAGMM", "untrained control", "GaussianMixture(1)",
             "GaussianMixture(2)", "IsolationForest", "OneClassSVM"} == set(breast)
@@ -40,12 +40,11 @@ def test_anomaly_detection_example_smoke(tmp_path):
     assert all(math.isfinite(a) for a, _ in digits.values())
 
 
-def test_probabilistic_regression_example_smoke(tmp_path):
-    out = _run(
-        ["examples/probabilistic_regression.py", "--smoke",
-         "--output-dir", str(tmp_path)]
-    )
-    _check_png(tmp_path / "probabilistic_regression.png", out)
+@pytest.mark.script(["examples/probabilistic_regression.py", "--smoke",
+                     "--output-dir", "{out}"])
+def test_probabilistic_regression_example_smoke(script_run):
+    out = script_run.stdout
+    _check_png(script_run.out / "probabilistic_regression.png", out)
     nll = re.search(r"test NLL: (\S+) nats", out)
     assert nll and math.isfinite(float(nll.group(1))), out
     both = re.search(
@@ -57,11 +56,11 @@ def test_probabilistic_regression_example_smoke(tmp_path):
     assert len(re.findall(r"component weight \S+: t1 in \[", out)) == 6, out
 
 
-def test_gmm_on_embeddings_example_smoke(tmp_path):
-    out = _run(
-        ["examples/gmm_on_embeddings.py", "--smoke", "--output-dir", str(tmp_path)]
-    )
-    _check_png(tmp_path / "gmm_on_embeddings.png", out)
+@pytest.mark.script(
+    ["examples/gmm_on_embeddings.py", "--smoke", "--output-dir", "{out}"])
+def test_gmm_on_embeddings_example_smoke(script_run):
+    out = script_run.stdout
+    _check_png(script_run.out / "gmm_on_embeddings.png", out)
     accuracy = re.search(r"classifier test accuracy: (\S+)", out)
     assert accuracy and float(accuracy.group(1)) > 0.5, out
     clusters = re.search(r"\(test\): accuracy (\S+), NMI (\S+);", out)

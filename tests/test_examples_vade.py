@@ -3,23 +3,24 @@
 import math
 import re
 
-from tests.script_utils import run_script as _run
+import pytest
 
 
-def test_vade_digits_example_smoke(tmp_path):
-    out = _run(["examples/vade_digits.py", "--smoke", "--output-dir", str(tmp_path)])
+@pytest.mark.script(["examples/vade_digits.py", "--smoke", "--output-dir", "{out}"])
+def test_vade_digits_example_smoke(script_run):
+    out = script_run.stdout
     for name in ("vade_digits_samples.png", "vade_digits_latent.png"):
-        png = tmp_path / name
+        png = script_run.out / name
         assert png.is_file() and png.stat().st_size > 0
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert str(png) in out
-    rows = dict(
-        (name.strip(), (float(acc), float(nmi)))
+    rows = {
+        name.strip(): (float(acc), float(nmi))
         for name, acc, nmi in re.findall(
             r"^(VaDE \(GMMPriorSampling\)|k-means, raw pixels|GMM \(\w+\), PCA \d+)"
             r"\s+(\S+)\s+(\S+)$", out, re.MULTILINE,
         )
-    )
+    }
     assert set(rows) == {
         "VaDE (GMMPriorSampling)", "k-means, raw pixels", "GMM (diag), PCA 10",
         "GMM (full), PCA 30",

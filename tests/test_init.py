@@ -1,66 +1,59 @@
 """The package face: eager registration for ``import keras_gmm``, a lazy
 zoo, and a lazy face inside the ``keras-gmm`` command."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 import keras_gmm
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 PUBLIC_CLASSES = [
     "GMMConv2D", "GMMEnergy", "GMMNegLogLik", "GMMPriorSampling",
     "GMMRegularizer", "GaussianMixtureEM", "MixtureDensityHead",
 ]
 
 
-def _python(code, timeout=300):
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), TF_CPP_MIN_LOG_LEVEL="3")
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True,
-        timeout=timeout, env=env, cwd=REPO_ROOT,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
+EVERY_CLASS_REGISTERED = (
+    f"names = {PUBLIC_CLASSES!r}\n"
+    "missing = [n for n in names\n"
+    "           if keras.saving.get_registered_object('keras_gmm>' + n) is None]\n"
+    "assert missing == [], missing\n"
+)
+
+# Each runs in a fresh interpreter (``python -c CODE`` from the repository
+# root, keras_gmm importable from the checkout): what an import registers or
+# imports is only seen in a process that has not imported anything yet. The
+# runs start with the other script runs of the session (tests/script_utils.py).
+IMPORT_REGISTERS = (
+    "import sys, keras, keras_gmm\n"
+    + EVERY_CLASS_REGISTERED
+    + "assert 'keras_gmm.zoo' not in sys.modules\n"
+    "assert keras_gmm.zoo.list_models()\n"  # the lazy zoo, on first access
+    "assert 'keras_gmm.zoo' in sys.modules\n"
+    "print('ok')\n"
+)
+COMMAND_MODE = (
+    "import sys\n"
+    "sys.argv[0] = '/somewhere/bin/keras-gmm'\n"
+    "import keras_gmm\n"
+    "assert 'keras' not in sys.modules and 'tensorflow' not in sys.modules\n"
+    "assert keras_gmm.zoo.info('mdn_inverse_sine')['name']\n"
+    "assert 'tensorflow' not in sys.modules, 'the zoo imported TensorFlow'\n"
+    "layer = keras_gmm.GaussianMixtureEM\n"
+    "import keras\n"
+    + EVERY_CLASS_REGISTERED
+    + "assert keras.saving.get_registered_object('keras_gmm>GaussianMixtureEM')"
+    " is layer\n"
+    "print('ok')\n"
+)
 
 
-def test_import_registers_every_layer_eagerly_and_not_the_zoo():
-    out = _python(
-        "import sys, keras, keras_gmm\n"
-        f"names = {PUBLIC_CLASSES!r}\n"
-        "missing = [n for n in names\n"
-        "           if keras.saving.get_registered_object('keras_gmm>' + n) is None]\n"
-        "assert missing == [], missing\n"
-        "assert 'keras_gmm.zoo' not in sys.modules\n"
-        "assert keras_gmm.zoo.list_models()\n"  # the lazy zoo, on first access
-        "assert 'keras_gmm.zoo' in sys.modules\n"
-        "print('ok')\n"
-    )
-    assert out.strip() == "ok"
+@pytest.mark.script(["-c", IMPORT_REGISTERS])
+def test_import_registers_every_layer_eagerly_and_not_the_zoo(script_run):
+    assert script_run.stdout.strip() == "ok"
 
 
-def test_command_mode_is_lazy_and_resolves_the_whole_api_on_first_access():
-    out = _python(
-        "import sys\n"
-        "sys.argv[0] = '/somewhere/bin/keras-gmm'\n"
-        "import keras_gmm\n"
-        "assert 'keras' not in sys.modules and 'tensorflow' not in sys.modules\n"
-        "assert keras_gmm.zoo.info('mdn_inverse_sine')['name']\n"
-        "assert 'tensorflow' not in sys.modules, 'the zoo imported TensorFlow'\n"
-        "layer = keras_gmm.GaussianMixtureEM\n"
-        "import keras\n"
-        f"names = {PUBLIC_CLASSES!r}\n"
-        "missing = [n for n in names\n"
-        "           if keras.saving.get_registered_object('keras_gmm>' + n) is None]\n"
-        "assert missing == [], missing\n"
-        "assert keras.saving.get_registered_object('keras_gmm>GaussianMixtureEM')"
-        " is layer\n"
-        "print('ok')\n"
-    )
-    assert out.strip() == "ok"
+@pytest.mark.script(["-c", COMMAND_MODE])
+def test_command_mode_is_lazy_and_resolves_the_whole_api_on_first_access(script_run):
+    assert script_run.stdout.strip() == "ok"
 
 
 @pytest.mark.parametrize(
@@ -113,5 +106,5 @@ def test_version_is_the_one_in_pyproject():
     from pathlib import Path
 
     text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
-    declared = re.search(r'^version = "([^"]+)"', text, re.M).group(1)
+    declared = re.search(r'^version = "([^"]+)"', text, re.MULTILINE).group(1)
     assert keras_gmm.__version__ == declared

@@ -267,6 +267,11 @@ def test_em_digits_train_rejects_bad_options(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+# The default suite runs this same check on every model through the demo of
+# tests/zoo/test_wheel.py (cli._export_check: export, tf.saved_model.load,
+# serving_default on example_inputs(name, 8) against the Keras model, rtol and
+# atol 1e-5, on a plain wheel install): this in-process copy is opt-in.
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_export_reproduces_keras_outputs(name, loaded, tmp_path):
     import tensorflow as tf

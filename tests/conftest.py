@@ -53,6 +53,13 @@ def _script_pool(request, tmp_path_factory):
     pool.close()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _scripts_start_with_the_session(_script_pool):
+    """The marked script runs start with the session's first test, in the
+    background of the in-process tests."""
+    return _script_pool
+
+
 @pytest.fixture
 def script_run(request, _script_pool):
     """This test's script run (its ``@pytest.mark.script``): a ScriptRun with

@@ -285,6 +285,17 @@ def shard_dataset(array, batch_size):
         options)
 
 
+def _scenario(report, name, run):
+    """``run()`` timed into ``report["seconds"][name]``; an exception's
+    traceback goes to ``report[name + "_error"]`` for the test to show."""
+    start = time.perf_counter()
+    try:
+        run()
+    except Exception:  # noqa: BLE001 - reported to the test
+        report[f"{name}_error"] = traceback.format_exc()[-3000:]
+    report["seconds"][name] = time.perf_counter() - start
+
+
 def run_worker(directory):
     import tensorflow as tf
 
@@ -323,28 +334,23 @@ def run_worker(directory):
 
     # (b) EM initialised from the data (no init parameters): each worker
     # initialises from its own shard's first rows; all start from worker 0's
-    start = time.perf_counter()
-    try:
+    def data_initialised():
         for name, max_iter in (("em_data_init", 0), ("em_data_fit", 8)):
             with strategy.scope():
                 gmm = make_em_layer(max_iter=max_iter)
                 gmm.fit(dataset, verbose=0)
             arrays.update({f"{name}_{k}": v for k, v in em_result(gmm).items()})
-    except Exception:  # noqa: BLE001 - reported to the test
-        report["em_data_error"] = traceback.format_exc()[-3000:]
-    report["seconds"]["em_data"] = time.perf_counter() - start
 
     # (b2) the Bayesian mixture: priors from every worker's rows, start from
     # worker 0's
-    start = time.perf_counter()
-    try:
+    def bayesian():
         with strategy.scope():
             gmm = make_bayesian_layer()
             gmm.fit(dataset, verbose=0)
         arrays.update({f"bayes_{k}": v for k, v in bayesian_result(gmm).items()})
-    except Exception:  # noqa: BLE001 - reported to the test
-        report["bayes_error"] = traceback.format_exc()[-3000:]
-    report["seconds"]["bayes"] = time.perf_counter() - start
+
+    _scenario(report, "em_data", data_initialised)
+    _scenario(report, "bayes", bayesian)
 
     # (c) one model per layer, two steps on the global batch
     for name in MODELS:

@@ -105,7 +105,10 @@ __all__ = [
     "parameters_from_resp",
     "precisions_cholesky_from_covariances",
     "precisions_cholesky_from_precisions",
+    "quadratic_feature_statistics",
+    "quadratic_log_joint_terms",
     "recentred_statistics",
+    "statistics_of_quadratic_sums",
     "scatter_from_covariances",
     "stepwise_statistics",
     "sufficient_statistics",
@@ -412,6 +415,43 @@ def batch_statistics(x, weights, means, precisions_cholesky, covariance_type, fa
     return tf.cond(
         accurate, lambda: run(dtype, True), lambda: run(tf.float64, True)
     )
+
+
+def quadratic_log_joint_terms(log_weights, log_det, means, precisions_cholesky,
+                              center, covariance_type):
+    """The E-step over quadratic features (covariance types with
+    ``quadratic_features``, :mod:`keras_gmm.ops.covariance`) as one product:
+    ``(A [F, K], b [K], kappa)`` with ``log w_k + log N_k(x) = phi(x) @ A + b``
+    for ``phi = quadratic_features_of(x - center)``; ``kappa`` the error
+    factor of the expanded form (:meth:`~keras_gmm.ops.covariance.
+    CovarianceType.quadratic_weights`: the caller uses the form only while
+    ``eps * kappa <= EXPANSION_RTOL``)."""
+    cov = covariance.get(covariance_type)
+    d = int(means.shape[-1])
+    weights, q, kappa = cov.quadratic_weights(means - center, precisions_cholesky)
+    bias = log_weights + log_det - 0.5 * (d * covariance.LOG_2PI + q)
+    return -0.5 * weights, bias, kappa
+
+
+def quadratic_feature_statistics(phi, mask, a, b):
+    """E-step and statistics of one chunk of quadratic features ``phi
+    [N, F]`` (:func:`quadratic_log_joint_terms`' ``a``, ``b``; ``mask``
+    ``[N]`` 0/1 or None): ``(nk [K], resp.T @ phi [K, F], sum of log p(x_n))``,
+    to be turned into :class:`Stats` once summed
+    (:func:`statistics_of_quadratic_sums`)."""
+    resp, log_prob = gaussian.responsibilities_of_log_joint(tf.matmul(phi, a) + b)
+    if mask is not None:
+        resp, log_prob = resp * mask[:, None], log_prob * mask
+    return (tf.reduce_sum(resp, axis=0), tf.matmul(resp, phi, transpose_a=True),
+            tf.reduce_sum(log_prob))
+
+
+def statistics_of_quadratic_sums(nk, sums, means, center, covariance_type):
+    """:class:`Stats` around ``means`` from :func:`quadratic_feature_statistics`'
+    sums over the data (features of ``x - center``)."""
+    cov = covariance.get(covariance_type)
+    sum_dx, sum_dxdx = cov.moments_from_quadratic_sums(nk, sums, means - center)
+    return Stats(nk, sum_dx, sum_dxdx)
 
 
 def default_chunk_size(n_components, n_features, covariance_type):

@@ -25,6 +25,7 @@ __all__ = [
     "log_mixture_prob",
     "log_responsibilities",
     "responsibilities",
+    "responsibilities_of_log_joint",
     "covariance_cholesky",
     "stddevs",
     "covariances",
@@ -171,6 +172,12 @@ def responsibilities(x, log_weights, means, precisions_cholesky, covariance_type
         x, means, precisions_cholesky, covariance_type, expand=expand,
         log_det=log_det,
     )
+    return responsibilities_of_log_joint(log_joint)
+
+
+def responsibilities_of_log_joint(log_joint):
+    """:func:`responsibilities` from ``log_joint = log w_k + log N_k(x)``
+    ``[..., K]`` (however the densities were computed): ``(resp, log_prob)``."""
     top = tf.reduce_max(log_joint, axis=-1, keepdims=True)
     top = tf.stop_gradient(tf.where(tf.math.is_finite(top), top, tf.zeros_like(top)))
     e = tf.exp(log_joint - top)

@@ -57,6 +57,27 @@ def test_equals_scikit_learn_from_the_same_initial_parameters(blobs, covariance_
     np.testing.assert_array_equal(ours.predict(x), ref.predict(x))
 
 
+@pytest.mark.parametrize("dtype, rtol", [("float64", 1e-8), ("float32", 1e-4)])
+def test_full_fit_on_compiled_quadratic_features_equals_scikit_learn(blobs, dtype,
+                                                                     rtol, monkeypatch):
+    # large-data path (forced here): XLA-compiled passes over the quadratic
+    # features the fit computes once
+    from keras_gmm.ops import em_driver
+
+    monkeypatch.setattr(em_driver, "EAGER_MAX_WORK", 0)
+    x, _ = blobs
+    ref, init = sklearn_pair(x, "full")
+    ours = keras_gmm.GaussianMixtureEM(4, "full", tol=0, max_iter=6, dtype=dtype, **init)
+    history = ours.fit(x, verbose=0)
+    np.testing.assert_allclose(history.history["lower_bound"], ref.lower_bounds_, rtol=rtol)
+    for name in ("weights_", "means_", "covariances_", "precisions_cholesky_"):
+        np.testing.assert_allclose(getattr(ours, name), getattr(ref, name),
+                                   rtol=rtol, atol=rtol * 1e-2, err_msg=name)
+    assert ours.n_iter_ == ref.n_iter_ == 6
+    data = em_driver.InMemoryData(x.astype(dtype), 4, "full")
+    assert data.compiled and data.feature_blocks is not None  # the path tested
+
+
 def test_lower_bound_never_decreases_and_converges(blobs):
     x, _ = blobs
     gmm = keras_gmm.GaussianMixtureEM(4, seed=0, tol=1e-6, max_iter=200)

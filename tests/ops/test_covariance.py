@@ -141,6 +141,37 @@ def test_moments_scatter_and_covariances_equal_the_naive_sums(ctype, expand):
     np.testing.assert_allclose(back.numpy(), want, rtol=1e-9, atol=1e-12)
 
 
+def test_full_quadratic_features_carry_the_mahalanobis_terms_and_the_moments():
+    # phi(x) @ W + q is ||P.T (x - mu)||^2, and resp.T @ phi gives the
+    # moments around any shift: naive NumPy sums, float64
+    c = covariance.get("full")
+    assert c.quadratic_features and not covariance.get("tied").quadratic_features
+    assert not covariance.get("diag").quadratic_features
+    _, mats, p = _factor("full", seed=2)
+    rng = np.random.default_rng(5)
+    x, center = rng.normal(size=(40, D)), rng.normal(size=D)
+    means, shift = rng.normal(size=(K, D)), rng.normal(size=(K, D))
+    phi = c.quadratic_features_of(tf.constant(x - center)).numpy()
+    assert phi.shape == (40, c.num_quadratic_features(D)) == (40, D * (D + 3) // 2)
+    weights, q, kappa = c.quadratic_weights(tf.constant(means - center), p)
+    dx = x[:, None, :] - means
+    want = np.einsum("nki,kij,nkj->nk", dx, np.linalg.inv(mats), dx)
+    np.testing.assert_allclose(phi @ weights.numpy() + q.numpy(), want, rtol=1e-10)
+    m = np.abs(means - center)
+    lam = np.abs(np.linalg.inv(mats))
+    np.testing.assert_allclose(float(kappa),
+                               1 + np.einsum("ki,kij,kj->k", m, lam, m).max())
+    resp = rng.uniform(size=(40, K))
+    sums = resp.T @ phi
+    sum_dx, sum_dxdx = c.moments_from_quadratic_sums(
+        tf.constant(resp.sum(0)), tf.constant(sums), tf.constant(shift - center))
+    ds = x[:, None, :] - shift
+    np.testing.assert_allclose(sum_dx.numpy(), np.einsum("nk,nkd->kd", resp, ds),
+                               rtol=1e-10)
+    np.testing.assert_allclose(sum_dxdx.numpy(),
+                               np.einsum("nk,nki,nkj->kij", resp, ds, ds), rtol=1e-9)
+
+
 @pytest.mark.parametrize("ctype", TYPES)
 def test_flat_head_scales(ctype):
     c = covariance.get(ctype)

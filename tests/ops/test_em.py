@@ -321,6 +321,30 @@ def test_batch_statistics_fast_equals_exact(covariance_type):
     np.testing.assert_allclose(lp_fast.numpy(), lp_exact.numpy(), rtol=1e-12)
 
 
+@pytest.mark.parametrize("masked", [False, True])
+def test_quadratic_feature_statistics_equal_the_batch_statistics(masked):
+    # "full" over precomputed features of x - center: the same Stats (around
+    # the shift) and log-likelihood sum as batch_statistics, float64
+    x = _blobs(n=300, d=4, k=3) + 50.0
+    resp = _random_resp(300, 3, seed=2)
+    w, m, _, p = em.parameters_from_resp(x, resp, "full", REG)
+    m = m + 0.1
+    mask = (np.arange(300) < 230).astype("float64")
+    want, lp_want = em.batch_statistics(x, w, m, p, "full",
+                                        mask=tf.constant(mask) if masked else None)
+    center = tf.constant(x.mean(0) + 0.3)
+    phi = em.covariance.get("full").quadratic_features_of(tf.constant(x) - center)
+    a, b, kappa = em.quadratic_log_joint_terms(
+        tf.math.log(w), em.gaussian.log_det_cholesky(p, "full", 4), m, p, center, "full")
+    assert float(kappa) * np.finfo(np.float64).eps < em.EXPANSION_RTOL
+    nk, sums, lp = em.quadratic_feature_statistics(
+        phi, tf.constant(mask) if masked else None, a, b)
+    got = em.statistics_of_quadratic_sums(nk, sums, m, center, "full")
+    for u, v in zip(got, want):
+        np.testing.assert_allclose(u.numpy(), v.numpy(), rtol=1e-9, atol=1e-8)
+    np.testing.assert_allclose(lp.numpy(), lp_want.numpy(), rtol=1e-12)
+
+
 @pytest.mark.parametrize("covariance_type", ["diag", "spherical"])
 def test_float32_tight_far_components_use_float64(covariance_type):
     # scikit-learn's issue #30382 (its regression test): two far-apart points,

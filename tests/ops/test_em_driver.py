@@ -308,11 +308,17 @@ def test_chunked_sum_counts_only_the_valid_rows():
     assert float(part) == np.arange(14.0).sum()
 
 
-@pytest.mark.parametrize("covariance_type", COV_TYPES)
-def test_in_memory_em_blocks_equal_the_one_graph_loop(covariance_type, monkeypatch):
-    # XLA-compiled fixed-shape blocks (3 blocks of 96 rows, the last padded)
-    # give em_iterations' run, and one compilation serves two data sizes
+@pytest.mark.parametrize("covariance_type,features",
+                         [(c, True) for c in COV_TYPES] + [("full", False)])
+def test_in_memory_em_blocks_equal_the_one_graph_loop(covariance_type, features,
+                                                      monkeypatch):
+    # XLA-compiled fixed-shape blocks (3 blocks of 96 rows, the last padded;
+    # "full": of its quadratic features, or of the rows when they would
+    # take more than FEATURE_BYTES) give em_iterations' run, and one
+    # compilation serves two data sizes
     monkeypatch.setattr(em_driver, "BLOCK_ROWS", 96)
+    if not features:
+        monkeypatch.setattr(em_driver, "FEATURE_BYTES", 0)
     x = tf.constant(_blobs(n=250, d=3, k=3))
     params = em.parameters_from_resp(x, _random_resp(250, 3, seed=4),
                                      covariance_type, REG)
@@ -320,16 +326,79 @@ def test_in_memory_em_blocks_equal_the_one_graph_loop(covariance_type, monkeypat
     ref = em_driver.em_iterations(x, *params, covariance_type, REG, 6, 0.0, 32)
     data = em_driver.InMemoryData(x, 3, covariance_type, 32, compiled=True)
     assert data.block_rows == 96 and len(data.blocks) == 3
+    on_features = features and covariance_type == "full"
+    assert (data.feature_blocks is not None) == on_features
     out = em_driver.in_memory_em(data, *params, covariance_type, REG, 6, 0.0)
     assert int(out[4]) == int(ref[4]) == 6
     np.testing.assert_allclose(out[3].numpy(), ref[3].numpy(), rtol=1e-12)
     for a, b in zip(out[:3], ref[:3]):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10, atol=1e-12)
-    step = em_driver.compiled(em_driver._block_statistics, 3, 3, covariance_type,
-                              "float64", 32, 96)
+    if on_features:  # 9 features a row: 3 blocks of 96 rows, chunks of 32
+        assert (data.feature_chunk, data.feature_block_rows) == (32, 96)
+        assert len(data.feature_blocks) == 3
+        step = em_driver.compiled(em_driver._quadratic_block_statistics, 3, 3,
+                                  "float64", 32, 96)
+    else:
+        step = em_driver.compiled(em_driver._block_statistics, 3, 3,
+                                  covariance_type, "float64", 32, 96)
     other = em_driver.InMemoryData(x[:130], 3, covariance_type, 32, compiled=True)
     em_driver.in_memory_em(other, *params, covariance_type, REG, 2, 0.0)
     assert step.experimental_get_tracing_count() == 1
+
+
+def _far_tight_mixture(seed=0):
+    # float32 rows: a tight component (sd 1e-3) 100 units from a wide one:
+    # the quadratic features, centred on the data mean (~50 from each),
+    # would lose every digit of the tight covariance (eps * kappa ~ 1e3)
+    rng = np.random.default_rng(seed)
+    tight = rng.normal(size=(600, 2)) * 1e-3
+    wide = 100.0 + rng.normal(size=(600, 2))
+    x = np.concatenate([tight, wide]).astype("float32")
+    resp = np.zeros((1200, 2), "float32")
+    resp[:600, 0] = resp[600:, 1] = 1.0
+    return x, resp
+
+
+def test_full_passes_leave_the_features_where_they_would_be_inaccurate(monkeypatch):
+    x, resp = _far_tight_mixture()
+    params = em.parameters_from_resp(tf.constant(x.astype("float64")),
+                                     tf.constant(resp.astype("float64")), "full", 0.0)
+    ref = em_driver.em_iterations(tf.constant(x.astype("float64")), params[0],
+                                  params[1], params[3], "full", 0.0, 3, 0.0, 256)
+    params = tuple(tf.cast(p, tf.float32) for p in (params[0], params[1], params[3]))
+
+    def run():
+        data = em_driver.InMemoryData(x, 2, "full", 256, compiled=True)
+        assert data.feature_blocks is not None
+        return em_driver.in_memory_em(data, *params, "full", 0.0, 3, 0.0)
+
+    def tight_covariance_error(out):
+        cov, cov_ref = (em.covariances_from_precisions_cholesky(o[2], "full")[0]
+                        for o in (out, ref))
+        return float(np.max(np.abs(cov.numpy() - cov_ref.numpy()))
+                     / np.max(np.abs(cov_ref.numpy())))
+
+    exact = run()
+    assert not bool(exact[6]) and int(exact[4]) == 3
+    assert tight_covariance_error(exact) < 1e-3  # the exact blocks ran
+    monkeypatch.setattr(em, "EXPANSION_RTOL", 1e9)  # features whatever kappa
+    expanded = run()
+    # the tight covariance lost (or its factor is not finite: EM stops)
+    assert bool(expanded[6]) or tight_covariance_error(expanded) > 1e-2
+
+
+def test_feature_layout_keeps_the_features_under_their_byte_budget(monkeypatch):
+    # 152 features a row for D = 16 (8.5x the data): a fit that would need
+    # more than FEATURE_BYTES of them runs the exact blocks
+    chunk, rows = em_driver.feature_layout(200_000, 16, "full", 2048, "float32")
+    assert chunk <= 2048 and rows % chunk == 0
+    assert -(-200_000 // rows) * rows * 152 * 4 <= em_driver.FEATURE_BYTES
+    assert em_driver.feature_layout(3_000_000, 16, "full", 2048, "float32") is None
+    for other in ("tied", "diag", "spherical"):
+        assert em_driver.feature_layout(200_000, 16, other, 2048, "float32") is None
+    monkeypatch.setattr(em_driver, "FEATURE_BYTES", 0)
+    data = em_driver.InMemoryData(np.zeros((300, 2)), 2, "full", 64, compiled=True)
+    assert data.feature_blocks is None and len(data.blocks) == 1
 
 
 def _small_fits(monkeypatch, factor, fits):

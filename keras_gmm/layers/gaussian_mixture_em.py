@@ -1,9 +1,11 @@
 """GaussianMixtureEM: a Gaussian mixture fitted by EM, as a Keras layer.
 
-Batch EM (``fit``): arrays run one XLA-compiled loop over all iterations
-(:func:`keras_gmm.ops.em_driver.em_iterations`, the data in cache-sized
-chunks); a ``tf.data.Dataset``, or any input under a ``tf.distribute``
-strategy, is streamed, one pass per iteration, each replica's sufficient
+Batch EM (``fit``): arrays run :func:`keras_gmm.ops.em_driver.in_memory_em`
+(small data op by op, then one traced graph per shape; large data
+XLA-compiled fixed-shape blocks of cache-sized chunks, a "full" fit on
+quadratic features of its rows computed once); a ``tf.data.Dataset``, or
+any input under a ``tf.distribute`` strategy, is streamed, one pass per
+iteration, each replica's sufficient
 statistics summed by one all-reduce (:func:`keras_gmm.ops.em_driver.
 streamed_em`). Online EM (``online=True``): inside ``model.fit`` each
 training batch makes one stepwise-EM step on decayed statistics, like

@@ -220,8 +220,11 @@ class CovarianceType:
         """``(W [F, K], q [K], kappa)`` with ``||P_k.T (x - mu_k)||^2 =
         phi(x) @ W[:, k] + q_k`` for ``means_c = mu - c``; ``kappa`` bounds the
         cancellation of that expanded form and of the moments recovered from
-        it (relative error about ``eps * kappa``): ``1 + max_k |m_k|.T
-        |Lambda_k| |m_k|`` with ``Lambda = P P.T``, ``m_k = mu_k - c``."""
+        it (relative error about ``eps * kappa``): ``1 + max_k a_k.T
+        |Lambda_k| a_k`` with ``Lambda = P P.T`` and ``a_k = |mu_k - c| +
+        s_k`` (``s_k`` the marginal standard deviations): the size of the
+        terms for a point within a standard deviation of its mean, large for
+        a component far from ``c`` or with strongly correlated features."""
         raise NotImplementedError
 
     def moments_from_quadratic_sums(self, nk, sums, shift_c):
@@ -464,7 +467,8 @@ class Full(CovarianceType):
         lam_m = tf.linalg.matvec(lam, means_c)  # [K, D]
         weights = tf.transpose(tf.concat([quadratic, -2.0 * lam_m], axis=1))
         q = tf.reduce_sum(lam_m * means_c, axis=-1)
-        a = tf.abs(means_c)
+        # the terms of a point within a standard deviation of its mean
+        a = tf.abs(means_c) + self.stddevs(precisions_cholesky, d)
         kappa = 1.0 + tf.reduce_max(
             tf.reduce_sum(tf.linalg.matvec(tf.abs(lam), a) * a, axis=-1))
         return weights, q, kappa

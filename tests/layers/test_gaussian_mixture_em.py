@@ -76,6 +76,13 @@ def test_full_fit_on_compiled_quadratic_features_equals_scikit_learn(blobs, dtyp
     assert ours.n_iter_ == ref.n_iter_ == 6
     data = em_driver.InMemoryData(x.astype(dtype), 4, "full")
     assert data.compiled and data.feature_blocks is not None  # the path tested
+    # ... and its passes ran on them (the expanded form accurate enough)
+    weights, means, factors = (tf.constant(getattr(ours, name), dtype) for name in
+                               ("weights_", "means_", "precisions_cholesky_"))
+    log_w, log_det = em_driver.log_terms(weights, means, factors, "full")
+    kappa = em_driver.em.quadratic_log_joint_terms(log_w, log_det, means, factors,
+                                                   data.center, "full")[2]
+    assert float(kappa) * np.finfo(dtype).eps <= em_driver.em.EXPANSION_RTOL
 
 
 def test_lower_bound_never_decreases_and_converges(blobs):

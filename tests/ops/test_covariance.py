@@ -157,7 +157,7 @@ def test_full_quadratic_features_carry_the_mahalanobis_terms_and_the_moments():
     dx = x[:, None, :] - means
     want = np.einsum("nki,kij,nkj->nk", dx, np.linalg.inv(mats), dx)
     np.testing.assert_allclose(phi @ weights.numpy() + q.numpy(), want, rtol=1e-10)
-    m = np.abs(means - center)
+    m = np.abs(means - center) + np.sqrt(np.einsum("kii->ki", mats))
     lam = np.abs(np.linalg.inv(mats))
     np.testing.assert_allclose(float(kappa),
                                1 + np.einsum("ki,kij,kj->k", m, lam, m).max())

@@ -346,45 +346,63 @@ def test_in_memory_em_blocks_equal_the_one_graph_loop(covariance_type, features,
     assert step.experimental_get_tracing_count() == 1
 
 
-def _far_tight_mixture(seed=0):
-    # float32 rows: a tight component (sd 1e-3) 100 units from a wide one:
-    # the quadratic features, centred on the data mean (~50 from each),
-    # would lose every digit of the tight covariance (eps * kappa ~ 1e3)
-    rng = np.random.default_rng(seed)
-    tight = rng.normal(size=(600, 2)) * 1e-3
-    wide = 100.0 + rng.normal(size=(600, 2))
-    x = np.concatenate([tight, wide]).astype("float32")
-    resp = np.zeros((1200, 2), "float32")
+def _far_tight_mixture(rng):
+    # a tight component (sd 1e-3) 100 units from a wide one: features centred
+    # on the data mean (~50 from each) would lose every digit of the tight
+    # covariance (kappa ~ 5e9)
+    x = np.concatenate([rng.normal(size=(600, 2)) * 1e-3,
+                        100.0 + rng.normal(size=(600, 2))])
+    resp = np.zeros((1200, 2))
     resp[:600, 0] = resp[600:, 1] = 1.0
     return x, resp
 
 
-def test_full_passes_leave_the_features_where_they_would_be_inaccurate(monkeypatch):
-    x, resp = _far_tight_mixture()
-    params = em.parameters_from_resp(tf.constant(x.astype("float64")),
-                                     tf.constant(resp.astype("float64")), "full", 0.0)
-    ref = em_driver.em_iterations(tf.constant(x.astype("float64")), params[0],
-                                  params[1], params[3], "full", 0.0, 3, 0.0, 256)
-    params = tuple(tf.cast(p, tf.float32) for p in (params[0], params[1], params[3]))
+def _correlated_mixture(rng):
+    # two components at the data mean, features correlated 0.99999: the
+    # expanded quadratic form cancels terms 1e5 times its value (kappa ~ 2e5)
+    chol = np.linalg.cholesky(np.array([[1.0, 0.99999], [0.99999, 1.0]]))
+    x = rng.normal(size=(1200, 2)) @ chol.T
+    return x, rng.dirichlet([1.0, 1.0], size=1200)
+
+
+@pytest.mark.parametrize("mixture", [_far_tight_mixture, _correlated_mixture])
+def test_full_passes_leave_the_features_where_they_would_be_inaccurate(mixture,
+                                                                       monkeypatch):
+    # float32: kappa flags both mixtures, so every pass runs the exact blocks
+    # (the same numbers as a fit without features); features forced whatever
+    # kappa lose the tight covariance (or its factor's finiteness)
+    x, resp = mixture(np.random.default_rng(0))
+    p64 = em.parameters_from_resp(tf.constant(x), tf.constant(resp), "full", 0.0)
+    ref = em_driver.em_iterations(tf.constant(x), p64[0], p64[1], p64[3], "full",
+                                  0.0, 3, 0.0, 256)
+    params = tuple(tf.cast(p, tf.float32) for p in (p64[0], p64[1], p64[3]))
 
     def run():
-        data = em_driver.InMemoryData(x, 2, "full", 256, compiled=True)
-        assert data.feature_blocks is not None
-        return em_driver.in_memory_em(data, *params, "full", 0.0, 3, 0.0)
+        data = em_driver.InMemoryData(x.astype("float32"), 2, "full", 256,
+                                      compiled=True)
+        return data, em_driver.in_memory_em(data, *params, "full", 0.0, 3, 0.0)
 
-    def tight_covariance_error(out):
-        cov, cov_ref = (em.covariances_from_precisions_cholesky(o[2], "full")[0]
-                        for o in (out, ref))
-        return float(np.max(np.abs(cov.numpy() - cov_ref.numpy()))
-                     / np.max(np.abs(cov_ref.numpy())))
-
-    exact = run()
-    assert not bool(exact[6]) and int(exact[4]) == 3
-    assert tight_covariance_error(exact) < 1e-3  # the exact blocks ran
+    data, guarded = run()
+    log_w, log_det = em_driver.log_terms(*params, "full")
+    kappa = em.quadratic_log_joint_terms(log_w, log_det, params[1], params[2],
+                                         data.center, "full")[2]
+    assert float(kappa) * np.finfo(np.float32).eps > em.EXPANSION_RTOL
+    with monkeypatch.context() as patch:
+        patch.setattr(em_driver, "FEATURE_BYTES", 0)
+        without, exact = run()
+    assert data.feature_blocks is not None and without.feature_blocks is None
+    for a, b in zip(guarded, exact):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    if mixture is _correlated_mixture:
+        return
+    cov, cov_ref = (em.covariances_from_precisions_cholesky(o[2], "full").numpy()[0]
+                    for o in (guarded, ref))
+    assert not bool(guarded[6]) and int(guarded[4]) == 3
+    np.testing.assert_allclose(cov, cov_ref, rtol=1e-3, atol=1e-9)
     monkeypatch.setattr(em, "EXPANSION_RTOL", 1e9)  # features whatever kappa
-    expanded = run()
-    # the tight covariance lost (or its factor is not finite: EM stops)
-    assert bool(expanded[6]) or tight_covariance_error(expanded) > 1e-2
+    _, expanded = run()
+    cov = em.covariances_from_precisions_cholesky(expanded[2], "full").numpy()[0]
+    assert bool(expanded[6]) or np.max(np.abs(cov - cov_ref)) > 1e-2 * np.max(cov_ref)
 
 
 def test_feature_layout_keeps_the_features_under_their_byte_budget(monkeypatch):

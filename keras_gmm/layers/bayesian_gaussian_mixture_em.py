@@ -375,13 +375,18 @@ class BayesianGaussianMixtureEM(BatchEMLayer, keras.layers.Layer):
         bayesian.variational_iterations`); with a progress bar, one
         iteration per call (same graph). ``prev_bound``: the bound before
         the first iteration (a warm start continues the previous fit's
-        convergence test from it)."""
+        convergence test from it). Large "full" data: the quadratic
+        features of the rows computed once for every call
+        (:func:`keras_gmm.ops.em_driver.quadratic_features`)."""
+        features = em_driver.quadratic_features(x, self.num_components,
+                                                self.covariance_type, batch_size)
+
         def iterations(state, prev, limit):
             return _VARIATIONAL_ITERATIONS(
                 x, state, self._priors, self.covariance_type,
                 self.weight_concentration_prior_type, self._scalar(self.reg_covar),
                 self.max_iter, self._scalar(self.tol), batch_size,
-                self._scalar(prev), tf.constant(limit),
+                self._scalar(prev), tf.constant(limit), features,
             )
 
         return self._iterate_in_memory(iterations, state, progbar, per_iteration,

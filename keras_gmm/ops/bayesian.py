@@ -706,6 +706,7 @@ def variational_pass(totals, state, priors, covariance_type, reg_covar,
 def variational_iterations(
     x, state, priors, covariance_type, weight_concentration_prior_type, reg_covar,
     max_iter, tol, chunk_size=None, prev_bound=-np.inf, iter_limit=None,
+    features=None,
 ):
     """Up to ``max_iter`` variational iterations over in-memory data, in one
     graph (scikit-learn's ``BayesianGaussianMixture.fit`` loop, from an
@@ -728,6 +729,12 @@ def variational_iterations(
         prev_bound: the bound before the first iteration (to continue a run).
         iter_limit: a scalar tensor ``<= max_iter`` (run at most this many
             iterations now).
+        features: optional ``(phi [N, F], center)`` of ``x``
+            (:func:`keras_gmm.ops.em_driver.quadratic_features`, "full"):
+            each pass whose expanded form is accurate
+            (``eps * kappa <= EXPANSION_RTOL``) runs on them, two matrix
+            products a chunk (:func:`keras_gmm.ops.em.
+            quadratic_feature_statistics`), the others on ``x``.
 
     Returns:
         ``(state, bounds [max_iter], n_iter, converged, failed)`` as
@@ -760,22 +767,56 @@ def variational_iterations(
     state = tf.nest.map_structure(lambda t: tf.cast(t, dtype), state)
     priors = Priors(*(tf.cast(p, dtype) for p in priors))
 
-    def chunk(i):
+    def chunk(data, i):
         # as em_iterations: the last chunk repeats the final row, masked out
         rows = i * chunk_size + tf.range(chunk_size)
         if n % chunk_size == 0:
-            return tf.gather(x, rows), None
-        return tf.gather(x, tf.minimum(rows, n - 1)), tf.cast(rows < n, dtype)
+            return tf.gather(data, rows), None
+        return tf.gather(data, tf.minimum(rows, n - 1)), tf.cast(rows < n, dtype)
 
-    def one_pass(current):
+    def exact_totals(current):
         def body(i, totals):
-            rows, mask = chunk(i)
+            rows, mask = chunk(x, i)
             s = batch_statistics(rows, current, covariance_type,
                                  weight_concentration_prior_type, mask=mask)
             return i + 1, add_statistics(totals, s)
 
         zero = zero_statistics(k, d, covariance_type, dtype)
-        _, totals = tf.while_loop(lambda i, _: i < n_chunks, body, (0, zero))
+        return tf.while_loop(lambda i, _: i < n_chunks, body, (0, zero))[1]
+
+    def feature_totals(current, a, b):
+        phi, center = features
+
+        def body(i, totals):
+            rows, mask = chunk(phi, i)
+            part = em.quadratic_feature_statistics(rows, mask, a, b, entropy=True)
+            return i + 1, tuple(u + v for u, v in zip(totals, part))
+
+        f = int(phi.shape[-1])
+        zero = (tf.zeros([k], dtype), tf.zeros([k, f], dtype), tf.zeros((), dtype),
+                tf.zeros((), dtype))
+        nk, sums, log_prob, resp_log_resp = tf.while_loop(
+            lambda i, _: i < n_chunks, body, (0, zero))[1]
+        stats = em.statistics_of_quadratic_sums(nk, sums, current.means, center,
+                                                covariance_type)
+        return VariationalStats(stats, log_prob, resp_log_resp)
+
+    def one_pass(current):
+        if features is None:
+            totals = exact_totals(current)
+        else:
+            # variational_log_resp's log-joint, as one product on phi
+            log_weights = estimate_log_weights(
+                current.weight_concentration, weight_concentration_prior_type
+            ) + _log_prob_offset(current, d)
+            log_det = covariance.get(covariance_type).log_det(
+                current.precisions_cholesky, d)
+            a, b, kappa = em.quadratic_log_joint_terms(
+                log_weights, log_det, current.means, current.precisions_cholesky,
+                tf.cast(features[1], dtype), covariance_type)
+            totals = tf.cond(kappa * _eps(dtype) <= em.EXPANSION_RTOL,
+                             lambda: feature_totals(current, a, b),
+                             lambda: exact_totals(current))
         return variational_pass(totals, current, priors, covariance_type, reg_covar,
                                 weight_concentration_prior_type)
 

@@ -433,17 +433,23 @@ def quadratic_log_joint_terms(log_weights, log_det, means, precisions_cholesky,
     return -0.5 * weights, bias, kappa
 
 
-def quadratic_feature_statistics(phi, mask, a, b):
+def quadratic_feature_statistics(phi, mask, a, b, entropy=False):
     """E-step and statistics of one chunk of quadratic features ``phi
     [N, F]`` (:func:`quadratic_log_joint_terms`' ``a``, ``b``; ``mask``
     ``[N]`` 0/1 or None): ``(nk [K], resp.T @ phi [K, F], sum of log p(x_n))``,
     to be turned into :class:`Stats` once summed
-    (:func:`statistics_of_quadratic_sums`)."""
-    resp, log_prob = gaussian.responsibilities_of_log_joint(tf.matmul(phi, a) + b)
+    (:func:`statistics_of_quadratic_sums`); ``entropy``: and ``sum r log r``
+    (the variational bound's term, :mod:`keras_gmm.ops.bayesian`)."""
+    log_joint = tf.matmul(phi, a) + b
+    resp, log_prob = gaussian.responsibilities_of_log_joint(log_joint)
+    log_resp = log_joint - log_prob[:, None] if entropy else None
     if mask is not None:
         resp, log_prob = resp * mask[:, None], log_prob * mask
-    return (tf.reduce_sum(resp, axis=0), tf.matmul(resp, phi, transpose_a=True),
-            tf.reduce_sum(log_prob))
+    out = (tf.reduce_sum(resp, axis=0), tf.matmul(resp, phi, transpose_a=True),
+           tf.reduce_sum(log_prob))
+    if entropy:  # 0 log 0 = 0 (an underflow, a masked row)
+        out += (tf.reduce_sum(tf.math.multiply_no_nan(log_resp, resp)),)
+    return out
 
 
 def statistics_of_quadratic_sums(nk, sums, means, center, covariance_type):

@@ -394,6 +394,27 @@ def feature_layout(n, n_features, covariance_type, chunk_size, dtype):
     return chunk, rows
 
 
+def quadratic_features(x, n_components, covariance_type, chunk_size=None):
+    """``(phi [N, F], center [D])``: the quadratic features of all rows of
+    ``x [N, D]`` around their mean, for a loop compiled over the whole data
+    with ``n_components`` components
+    (the variational one, :func:`keras_gmm.ops.bayesian.variational_iterations`)
+    when large data of a type with ``quadratic_features`` fit within
+    :data:`FEATURE_BYTES` (:func:`use_xla`, :func:`feature_layout`); else
+    None."""
+    x = tf.convert_to_tensor(x)
+    n, d = int(x.shape[0]), int(x.shape[1])
+    cov = covariance.get(covariance_type)
+    if not cov.quadratic_features:
+        return None
+    chunk = chunk_size or em.default_chunk_size(n_components, d, covariance_type)
+    if (not use_xla(pass_work(n, n_components, d, covariance_type))
+            or feature_layout(n, d, covariance_type, chunk, x.dtype) is None):
+        return None
+    center = tf.reduce_mean(x, axis=0)
+    return compiled(_quadratic_features, d, x.dtype.name, n)(x, center, cov.name), center
+
+
 _compiled = compiled  # InMemoryData's argument ``compiled`` hides the name
 
 

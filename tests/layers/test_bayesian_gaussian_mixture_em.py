@@ -70,6 +70,42 @@ def test_streamed_fit_equals_scikit_learn_from_the_same_start(
     np.testing.assert_array_equal(layer.predict(x), ref.predict(x))
 
 
+@pytest.mark.parametrize("prior_type", PRIOR_TYPES)
+def test_full_fit_on_quadratic_features_equals_scikit_learn(blobs, prior_type,
+                                                            monkeypatch):
+    # large-data path (forced here): the compiled variational loop runs its
+    # passes on the quadratic features of the rows, computed once a fit
+    from keras_gmm.ops import em_driver
+
+    monkeypatch.setattr(em_driver, "EAGER_MAX_WORK", 0)
+    x, _ = blobs
+    features = em_driver.quadratic_features(x, 5, "full")
+    assert features is not None and features[0].shape == (len(x), 9)
+    resp = np.random.default_rng(0).dirichlet(np.ones(5), size=len(x))
+    kwargs = dict(covariance_type="full", tol=0, max_iter=12,
+                  weight_concentration_prior_type=prior_type)
+    ref = _reference(x, resp, n_components=5, **kwargs)
+    layer = _started(x, resp, num_components=5, **kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        history = layer.fit(x, verbose=0)
+    np.testing.assert_allclose(history.history["lower_bound"],
+                               np.ravel(ref.lower_bounds_), rtol=1e-8)
+    for name in ("weights_", "means_", "covariances_", "precisions_cholesky_",
+                 "degrees_of_freedom_"):
+        np.testing.assert_allclose(getattr(layer, name), getattr(ref, name),
+                                   rtol=1e-8, atol=1e-12, err_msg=name)
+    # the passes ran on the features: rounding differs from the exact loop's
+    monkeypatch.setattr(em_driver, "FEATURE_BYTES", 0)
+    assert em_driver.quadratic_features(x, 5, "full") is None
+    exact = _started(x, resp, num_components=5, **kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        exact.fit(x, verbose=0)
+    np.testing.assert_allclose(exact.means_, layer.means_, rtol=1e-10)
+    assert not np.array_equal(exact.means_, layer.means_)
+
+
 def test_the_dirichlet_process_empties_the_components_the_data_do_not_need(blobs):
     x, _ = blobs
     layer = keras_gmm.BayesianGaussianMixtureEM(

@@ -29,7 +29,7 @@ REGISTRY = {
     "em_digits": "aafa9d2c7c81da4db84e0ba84056199ed4af1aa3bd23601a859b2cc7c357db60",
     "gmmconv_digits":
         "30bd235fdc86b5a0b8d1aa0f97214cc4e2bf6db810ff2f9e3efff928245cbd5c",
-    "lgm_cnn_mnist": "91e679efde2610beacc081b87041651eb948fb381253613daa1286756a4fc2a1",
+    "lgm_cnn_mnist": "ccd78c02b0e39b7850d99a627ed6005d7bae8ced07d618d795d77f0bcaa9fd87",
     "mdn_inverse_sine":
         "0ade100a21c181a751360d05c19ea3c94c16bfadbde92e1297a187bd77081d7a",
     "soft_weight_sharing_digits":

@@ -274,22 +274,163 @@ class CollapseError(RuntimeError):
     """A clustering collapsed (a cluster took too many images or one is empty)."""
 
 
+class Contrastive:
+    """SimCLR pre-training (Chen et al. 2020) of an encoder on square
+    greyscale images, the first phase of a :class:`VaDE` recipe whose latent
+    should group images by what they show, not by their pixels.
+
+    Every step draws two augmented views of each image of a batch
+    (:meth:`augment`: rotation up to ``rotation`` degrees, scaling by up to
+    ``scale`` each way, a shift of up to ``shift`` pixels, both bilinear, a
+    ``cutout`` x ``cutout`` square set to zero, Gaussian noise of stddev
+    ``noise``, clipped to [0, 1]) and minimises the NT-Xent loss (the
+    normalised temperature-scaled cross-entropy, ``temperature``) of a
+    projection head (Dense ``projection``, relu between; discarded after) on
+    the encoder's output: each view must pick its twin among the ``2 *
+    batch_size - 1`` other views. The augmentation runs outside the model
+    (nothing of it is saved). Adam, cosine decay from ``learning_rate``.
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> encoder = keras.Sequential([keras.Input((64,)), keras.layers.Dense(4)])
+    >>> losses = Contrastive(epochs=1, batch_size=8, cutout=2).pretrain(
+    ...     encoder, np.random.default_rng(0).random((16, 64), np.float32), seed=0)
+    >>> len(losses)
+    1
+    """
+
+    def __init__(self, epochs=80, batch_size=256, temperature=0.2, projection=(128, 64),
+                 learning_rate=1e-3, rotation=20.0, scale=0.2, shift=3.0, cutout=10,
+                 noise=0.1):
+        self.epochs = check_positive_int(epochs, "epochs")
+        self.batch_size = check_positive_int(batch_size, "batch_size")
+        self.temperature, self.projection = float(temperature), tuple(projection)
+        self.learning_rate = float(learning_rate)
+        self.rotation, self.scale, self.shift = float(rotation), float(scale), float(shift)
+        self.cutout, self.noise = int(cutout), float(noise)
+
+    def settings(self):
+        """The pre-training settings, for a training record."""
+        return {"name": "SimCLR NT-Xent (Chen et al. 2020), Adam",
+                "epochs": self.epochs, "batch_size": self.batch_size,
+                "temperature": self.temperature,
+                "projection_head": list(self.projection),
+                "learning_rate": self.learning_rate,
+                "schedule": "keras.optimizers.schedules.CosineDecay",
+                "augmentation": {"rotation_degrees": self.rotation,
+                                 "scale": self.scale, "shift_pixels": self.shift,
+                                 "cutout_pixels": self.cutout,
+                                 "noise_stddev": self.noise}}
+
+    def augment(self, x, generator):
+        """Augmented views of flat square images ``x [n, side * side]`` (a
+        float32 tensor in [0, 1]), drawn from the ``tf.random.Generator``
+        ``generator``; same shape and range."""
+        n, pixels = tf.shape(x)[0], x.shape[-1]
+        side = math.isqrt(pixels)
+        images = tf.reshape(x, (n, side, side, 1))
+        angle = generator.uniform((n,), -1.0, 1.0) * (self.rotation * math.pi / 180)
+        zoom = 1.0 + generator.uniform((n,), -self.scale, self.scale)
+        move = generator.uniform((n, 2), -self.shift, self.shift)
+        # The projective transform maps output pixels to input pixels: the
+        # inverse of "rotate and zoom about the centre, then move".
+        centre = (side - 1) / 2.0
+        cos, sin = tf.cos(angle) / zoom, tf.sin(angle) / zoom
+        ox, oy = centre + move[:, 0], centre + move[:, 1]
+        transforms = tf.stack([cos, sin, centre - cos * ox - sin * oy,
+                               -sin, cos, centre + sin * ox - cos * oy,
+                               tf.zeros_like(cos), tf.zeros_like(cos)], axis=1)
+        images = tf.raw_ops.ImageProjectiveTransformV3(
+            images=images, transforms=transforms, output_shape=[side, side],
+            fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT")
+        if self.cutout:
+            corner = generator.uniform((n, 2), 0, side - self.cutout + 1, dtype=tf.int32)
+            grid = tf.range(side)
+            rows = ((grid[None] >= corner[:, :1])
+                    & (grid[None] < corner[:, :1] + self.cutout))
+            cols = ((grid[None] >= corner[:, 1:])
+                    & (grid[None] < corner[:, 1:] + self.cutout))
+            hole = rows[:, :, None] & cols[:, None, :]
+            images = tf.where(hole[..., None], 0.0, images)
+        if self.noise:
+            images = images + self.noise * generator.normal(tf.shape(images))
+        return tf.reshape(tf.clip_by_value(images, 0.0, 1.0), (n, pixels))
+
+    def nt_xent(self, a, b):
+        """The NT-Xent loss of the projections ``a`` and ``b`` ``[n, p]`` of
+        two views of the same ``n`` images (row ``i`` of each is a pair)."""
+        z = tf.math.l2_normalize(tf.concat([a, b], axis=0), axis=1)
+        n = tf.shape(a)[0]
+        logits = tf.matmul(z, z, transpose_b=True) / self.temperature
+        logits = logits - 1e9 * tf.eye(2 * n)  # a view is not its own twin
+        twins = tf.concat([tf.range(n, 2 * n), tf.range(n)], axis=0)
+        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+            twins, logits))
+
+    def pretrain(self, encoder, x, seed, verbose=0, name="contrastive", epochs=None):
+        """Train ``encoder`` (a Keras model, flat images -> latent) on the
+        images ``x`` for ``epochs`` epochs (default: the instance's), seeded
+        by ``seed`` (the head's weights, the batches, the views); returns the
+        mean loss per epoch."""
+        epochs = self.epochs if epochs is None else check_positive_int(epochs, "epochs")
+        keras.utils.set_random_seed(seed)
+        x = np.asarray(x, np.float32)
+        head = keras.Sequential(
+            [keras.Input(encoder.compute_output_shape((None, x.shape[1]))[1:])]
+            + [keras.layers.Dense(u, activation="relu") for u in self.projection[:-1]]
+            + [keras.layers.Dense(self.projection[-1])], name="projection_head")
+        steps = max(len(x) // self.batch_size, 1)
+        batch = min(self.batch_size, len(x))
+        optimizer = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
+            self.learning_rate, steps * epochs))
+        weights = encoder.trainable_variables + head.trainable_variables
+        generator = tf.random.Generator.from_seed(seed)
+
+        @tf.function
+        def step(images):
+            with tf.GradientTape() as tape:
+                views = [head(encoder(self.augment(images, generator), training=True),
+                              training=True) for _ in range(2)]
+                loss = self.nt_xent(*views)
+            optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
+            return loss
+
+        rng, losses = np.random.default_rng(seed), []
+        for epoch in range(epochs):
+            order = rng.permutation(len(x))
+            total = 0.0
+            for i in range(steps):
+                total += float(step(tf.constant(x[order[i * batch:(i + 1) * batch]])))
+            losses.append(total / steps)
+            if verbose == 2 or (verbose and epoch + 1 == epochs):
+                say(True, name, f"contrastive epoch {epoch + 1}/{epochs}: "
+                    f"NT-Xent {losses[-1]:.4f}")
+        return losses
+
+
 class VaDE:
     """The VaDE recipe (Jiang et al. 2017) of a zoo model on flat images in
     [0, 1]: the model, its three training phases, restarts and their
     unsupervised selection, written once for every VaDE zoo model.
 
     The zoo model ``x [n, num_pixels] -> cluster probabilities
-    [n, num_components]`` wraps the nested model ``"vade"``: encoder (Dense
+    [n, num_components]`` wraps the nested model ``"vade"``: encoder (with
+    ``conv_filters``, square images reshaped and convolved by Conv2D
+    ``kernel_size``, stride 2, relu, one per entry, then flattened; Dense
     ``hidden``, relu) ``-> z_mean, z_log_var ->`` :class:`keras_gmm.
     GMMPriorSampling` ``(inference="mean") -> z, gamma``; decoder (Dense
-    ``reversed(hidden)``, relu; Dense(num_pixels, sigmoid)) ``-> images``.
-    :meth:`fit_once` trains it without labels: a denoising autoencoder
-    (Gaussian input noise ``input_noise``; with ``max_shift`` > 0 and square
-    images, every epoch also shifts each image by up to ``max_shift`` pixels
-    each way, zero-filled), the prior from a :class:`keras_gmm.
-    GaussianMixtureEM` (settings ``em``) on the encoder means, then the ELBO
-    (Adam, cosine decay from ``learning_rate`` to ``lr_floor`` times it).
+    ``decoder_hidden``, default ``reversed(hidden)``, relu; Dense(num_pixels,
+    sigmoid)) ``-> images``.
+    :meth:`fit_once` trains it without labels. Phase 1, without
+    ``contrastive``: a denoising autoencoder (Gaussian input noise
+    ``input_noise``; with ``max_shift`` > 0 and square images, every epoch
+    also shifts each image by up to ``max_shift`` pixels each way,
+    zero-filled); with a :class:`Contrastive` ``contrastive``: the encoder
+    means by contrastive learning, whitened, then the decoder alone on them
+    (``decoder_epochs``). Phase 2: the prior from a :class:`keras_gmm.
+    GaussianMixtureEM` (settings ``em``) on the encoder means. Phase 3: the
+    ELBO (Adam, cosine decay from ``learning_rate`` to ``lr_floor`` times it).
     :meth:`fit` keeps, among restarts that did not collapse on the training
     images, the one with the lowest negative ELBO there.
 
@@ -311,9 +452,19 @@ class VaDE:
                  num_components=10, input_noise=0.2, max_shift=0,
                  pretrain_learning_rate=1e-3, learning_rate=2e-3, lr_floor=0.05,
                  batch_size=64, em=None, initial_log_var=-4.0,
-                 max_cluster_fraction=0.3, restart_seed_stride=1000, elbo_samples=10):
+                 max_cluster_fraction=0.3, restart_seed_stride=1000, elbo_samples=10,
+                 conv_filters=(), kernel_size=3, decoder_hidden=None,
+                 contrastive=None, decoder_epochs=30):
         self.name, self.load = name, load
         self.num_pixels, self.hidden = int(num_pixels), tuple(hidden)
+        self.conv_filters, self.kernel_size = tuple(conv_filters), int(kernel_size)
+        self.decoder_hidden = (tuple(reversed(self.hidden)) if decoder_hidden is None
+                               else tuple(decoder_hidden))
+        self.contrastive, self.decoder_epochs = contrastive, int(decoder_epochs)
+        if (self.conv_filters or contrastive) and math.isqrt(self.num_pixels) ** 2 \
+                != self.num_pixels:
+            raise ValueError(f"conv_filters and contrastive need square images; "
+                             f"num_pixels={num_pixels} is not a square.")
         self.latent_dim, self.num_components = latent_dim, num_components
         self.input_noise, self.max_shift = input_noise, int(max_shift)
         self.pretrain_learning_rate = pretrain_learning_rate
@@ -337,8 +488,13 @@ class VaDE:
 
         keras.utils.set_random_seed(seed)
         x = keras.Input((self.num_pixels,), name="x")
+        side = math.isqrt(self.num_pixels)
+        convolutions = [keras.layers.Reshape((side, side, 1))] + [
+            keras.layers.Conv2D(f, self.kernel_size, strides=2, padding="same",
+                                activation="relu") for f in self.conv_filters
+        ] + [keras.layers.Flatten()] if self.conv_filters else []
         encoder = keras.Sequential(
-            [keras.Input((self.num_pixels,))]
+            [keras.Input((self.num_pixels,))] + convolutions
             + [keras.layers.Dense(u, activation="relu") for u in self.hidden],
             name="encoder")
         h = encoder(x)
@@ -352,7 +508,7 @@ class VaDE:
         z, gamma = prior([z_mean, z_log_var], return_cluster_probabilities=True)
         decoder = keras.Sequential(
             [keras.Input((self.latent_dim,))]
-            + [keras.layers.Dense(u, activation="relu") for u in reversed(self.hidden)]
+            + [keras.layers.Dense(u, activation="relu") for u in self.decoder_hidden]
             + [keras.layers.Dense(self.num_pixels, activation="sigmoid")],
             name="decoder")
         vade = keras.Model(x, {"cluster_probabilities": gamma, "images": decoder(z)},
@@ -466,13 +622,63 @@ class VaDE:
                                 verbose=verbose).history["loss"]
         return losses
 
-    def fit_once(self, seed, epochs, pretrain_epochs, verbose=0, x_train=None,
-                 phases=None):
-        """One model trained from scratch on ``x_train`` (default: "train"; no
-        labels). Returns ``(model, info)``: the model (clusters not yet
-        named) and its figures, with the EM fitted on the pre-trained latent
-        as ``info["em"]``. ``verbose``: Keras' for the fits; ``phases``: a
-        line per phase (default: when ``verbose``)."""
+    def _pretrain_autoencoder(self, model, x_train, seed, epochs, verbose, rng,
+                              phases):
+        """Phase 1 without ``contrastive``: a denoising autoencoder, x + noise
+        -> encoder -> z_mean -> decoder. Returns the per-epoch losses."""
+        vade = self.vade_of(model)
+        inputs = keras.Input((self.num_pixels,))
+        noisy = keras.layers.GaussianNoise(self.input_noise, seed=seed)(inputs)
+        autoencoder = keras.Model(
+            inputs, self.decoder_of(model)(
+                vade.get_layer("z_mean")(vade.get_layer("encoder")(noisy))))
+        autoencoder.compile(keras.optimizers.Adam(self.pretrain_learning_rate),
+                            loss=self.reconstruction_nll)
+        say(phases, self.name, f"seed {seed}, phase 1/3: the denoising autoencoder, "
+            f"{count(epochs, 'epoch')}")
+        return self._fit_epochs(autoencoder, x_train, lambda x: x, epochs, verbose, rng)
+
+    def _pretrain_contrastive(self, model, x_train, seed, epochs, verbose, phases):
+        """Phase 1 with ``contrastive``: the encoder's means by
+        :meth:`Contrastive.pretrain` (``epochs`` epochs), whitened (the mean
+        and full covariance of a one-component :class:`keras_gmm.
+        GaussianMixtureEM` on them, folded into the ``z_mean`` layer: its
+        latent has zero mean and unit covariance on ``x_train``), then the
+        decoder alone on the frozen means (``decoder_epochs``). Returns the
+        per-epoch losses of the decoder fit."""
+        from keras_gmm.layers import GaussianMixtureEM
+
+        vade = self.vade_of(model)
+        dense = vade.get_layer("z_mean")
+        means = keras.Model(vade.inputs[0], dense.output)
+        say(phases, self.name, f"seed {seed}, phase 1/3: contrastive pre-training of "
+            f"the encoder, {count(epochs, 'epoch')}; whitening; the decoder on the "
+            f"frozen latent, {count(self.decoder_epochs, 'epoch')}")
+        self.contrastive.pretrain(means, x_train, seed, verbose, self.name, epochs)
+        gaussian = GaussianMixtureEM(1, covariance_type="full", reg_covar=1e-6,
+                                     seed=seed)
+        gaussian.fit(predict(means, x_train), verbose=0)
+        kernel, bias = (keras.ops.convert_to_numpy(w) for w in dense.weights)
+        whiten = np.asarray(gaussian.precisions_cholesky_)[0]  # z -> (z - mu) @ whiten
+        centre = np.asarray(gaussian.means_)[0]
+        dense.set_weights([kernel @ whiten, (bias - centre) @ whiten])
+        decoder = self.decoder_of(model)
+        decoder.compile(keras.optimizers.Adam(self.pretrain_learning_rate),
+                        loss=self.reconstruction_nll)
+        history = decoder.fit(predict(means, x_train), x_train,
+                              batch_size=self.batch_size, epochs=self.decoder_epochs,
+                              shuffle=True, verbose=verbose)
+        return history.history["loss"]
+
+    def initialise(self, seed, pretrain_epochs, verbose=0, x_train=None, phases=None,
+                   rng=None):
+        """Phases 1 and 2 of :meth:`fit_once` on ``x_train`` (default:
+        "train"; no labels): a new model, its encoder (and decoder)
+        pre-trained, its prior from a :class:`keras_gmm.GaussianMixtureEM` on
+        the encoder means. Returns ``(model, em, pretrain_losses,
+        seconds)``; the EM alone is the "AE + GMM" baseline. ``rng``: the
+        NumPy generator of the shifts (``max_shift``; default: seeded by
+        ``seed``)."""
         from keras_gmm.layers import GaussianMixtureEM
 
         phases = bool(verbose) if phases is None else phases
@@ -480,35 +686,45 @@ class VaDE:
             x_train = self.load("train")[0]
         x_train = np.asarray(x_train, np.float32)
         model = self.build(seed=seed)
-        vade, prior, decoder = self.vade_of(model), self.prior_of(model), \
-            self.decoder_of(model)
         fit_verbose = verbose if verbose in (0, 1, 2) else 2
-        rng = np.random.default_rng(seed)
         seconds = {}
-
-        # 1. Denoising autoencoder: x + noise -> encoder -> z_mean -> decoder.
-        inputs = keras.Input((self.num_pixels,))
-        noisy = keras.layers.GaussianNoise(self.input_noise, seed=seed)(inputs)
-        autoencoder = keras.Model(
-            inputs,
-            decoder(vade.get_layer("z_mean")(vade.get_layer("encoder")(noisy))))
-        autoencoder.compile(keras.optimizers.Adam(self.pretrain_learning_rate),
-                            loss=self.reconstruction_nll)
-        say(phases, self.name, f"seed {seed}, phase 1/3: the denoising autoencoder, "
-            f"{count(pretrain_epochs, 'epoch')}")
         start = time.perf_counter()
-        pre = self._fit_epochs(autoencoder, x_train, lambda x: x, pretrain_epochs,
-                               fit_verbose, rng)
+        if self.contrastive is None:
+            pre = self._pretrain_autoencoder(model, x_train, seed, pretrain_epochs,
+                                             fit_verbose,
+                                             np.random.default_rng(seed) if rng is None
+                                             else rng, phases)
+        else:
+            pre = self._pretrain_contrastive(model, x_train, seed, pretrain_epochs,
+                                             fit_verbose, phases)
         seconds["pretrain"] = round(time.perf_counter() - start, 1)
 
-        # 2. The prior from a GMM fitted by EM on the encoder means.
         say(phases, self.name, f"seed {seed}, phase 2/3: the prior from EM on the "
             "encoder means")
         start = time.perf_counter()
         em = GaussianMixtureEM(self.num_components, seed=seed, **self.em)
         em.fit(predict(self.encoder_of(model), x_train)[0], verbose=0)
-        prior.initialize_from(em)
+        self.prior_of(model).initialize_from(em)
         seconds["em"] = round(time.perf_counter() - start, 1)
+        return model, em, pre, seconds
+
+    def fit_once(self, seed, epochs, pretrain_epochs, verbose=0, x_train=None,
+                 phases=None):
+        """One model trained from scratch on ``x_train`` (default: "train"; no
+        labels): :meth:`initialise`, then the ELBO. Returns ``(model,
+        info)``: the model (clusters not yet named) and its figures, with the
+        EM fitted on the pre-trained latent as ``info["em"]``. ``verbose``:
+        Keras' for the fits; ``phases``: a line per phase (default: when
+        ``verbose``)."""
+        phases = bool(verbose) if phases is None else phases
+        if x_train is None:
+            x_train = self.load("train")[0]
+        x_train = np.asarray(x_train, np.float32)
+        rng = np.random.default_rng(seed)  # the shifts of both phases, one stream
+        model, em, pre, seconds = self.initialise(seed, pretrain_epochs, verbose,
+                                                  x_train, phases, rng)
+        vade = self.vade_of(model)
+        fit_verbose = verbose if verbose in (0, 1, 2) else 2
 
         # 3. The ELBO: reconstruction NLL + the prior layer's VaDE KL (add_loss).
         steps = epochs * steps_per_epoch(len(x_train), self.batch_size)
@@ -653,7 +869,9 @@ class VaDE:
             key: seed_summary(per_seed, keys) for key, per_seed in {
                 "keras_gmm VaDE (this recipe)": runs,
                 f"{self.em['covariance_type']} GaussianMixtureEM on the pre-trained "
-                "autoencoder latent (VaDE's initialisation, same runs)": init_scores,
+                + ("autoencoder" if self.contrastive is None else
+                   "contrastive encoder's whitened")
+                + " latent (VaDE's initialisation, same runs)": init_scores,
                 "keras_gmm VaDE, first restart only (restarts=1, no selection)":
                     first,
                 f"keras_gmm VaDE, every restart ({restarts} per seed, no selection; "
@@ -676,7 +894,18 @@ class VaDE:
                              "learning_rate": self.pretrain_learning_rate,
                              "input_noise_stddev": self.input_noise,
                              **({"max_shift_pixels": self.max_shift}
-                                if self.max_shift else {})},
+                                if self.max_shift else {})}
+                if self.contrastive is None else {
+                    "encoder": {**self.contrastive.settings(),
+                                "epochs": pretrain_epochs},
+                    "whitening": "the mean and full covariance of a 1-component "
+                                 "keras_gmm.GaussianMixtureEM(covariance_type='full', "
+                                 "reg_covar=1e-6) on the encoder means, folded into "
+                                 "the z_mean layer",
+                    "decoder": {"name": "Adam", "learning_rate":
+                                self.pretrain_learning_rate,
+                                "epochs": self.decoder_epochs,
+                                "on": "the frozen, whitened encoder means"}},
                 "initialisation": {
                     "name": "keras_gmm.GaussianMixtureEM on the encoder means",
                     **self.em},

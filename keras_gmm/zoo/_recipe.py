@@ -670,6 +670,11 @@ class VaDE:
                               shuffle=True, verbose=verbose)
         return history.history["loss"]
 
+    def train_images(self, x_train=None):
+        """``x_train`` as float32 (default: the "train" images)."""
+        return np.asarray(self.load("train")[0] if x_train is None else x_train,
+                          np.float32)
+
     def initialise(self, seed, pretrain_epochs, verbose=0, x_train=None, phases=None,
                    rng=None):
         """Phases 1 and 2 of :meth:`fit_once` on ``x_train`` (default:
@@ -682,9 +687,7 @@ class VaDE:
         from keras_gmm.layers import GaussianMixtureEM
 
         phases = bool(verbose) if phases is None else phases
-        if x_train is None:
-            x_train = self.load("train")[0]
-        x_train = np.asarray(x_train, np.float32)
+        x_train = self.train_images(x_train)
         model = self.build(seed=seed)
         fit_verbose = verbose if verbose in (0, 1, 2) else 2
         seconds = {}
@@ -717,9 +720,7 @@ class VaDE:
         Keras' for the fits; ``phases``: a line per phase (default: when
         ``verbose``)."""
         phases = bool(verbose) if phases is None else phases
-        if x_train is None:
-            x_train = self.load("train")[0]
-        x_train = np.asarray(x_train, np.float32)
+        x_train = self.train_images(x_train)
         rng = np.random.default_rng(seed)  # the shifts of both phases, one stream
         model, em, pre, seconds = self.initialise(seed, pretrain_epochs, verbose,
                                                   x_train, phases, rng)

@@ -3,7 +3,10 @@
 Two logical CPU devices are configured before TensorFlow initialises its
 devices, so tests can run ``tf.distribute.MirroredStrategy`` on one machine.
 Smoke tests of the example and benchmark scripts get their subprocess runs
-from the ``script_run`` fixture (see tests/script_utils.py).
+from the ``script_run`` fixture, tests with other subprocess work (README
+blocks, scikit-learn's suites, the wheel install) theirs from
+``background_result``; both run in the background of the in-process tests
+(see tests/script_utils.py).
 """
 
 import os
@@ -14,6 +17,18 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import keras  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
+
+#: Set by pytest-xdist in its worker processes ("gw0", "gw1", ...).
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if XDIST_WORKER is not None:
+    # One test process per core (pyproject's ``-n``): each runs its ops on one
+    # thread. Two processes whose thread pools each span both cores spent a
+    # third more CPU time in all (33 against 22 CPU-minutes for the suite),
+    # their idle threads spinning on the cores the other process needed. Two
+    # inter-op threads stay, for the collectives between this process's two
+    # logical devices (MirroredStrategy tests).
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(2)
 
 _cpus = tf.config.list_physical_devices("CPU")
 try:
@@ -34,12 +49,46 @@ def _reset_keras_state():
     keras.mixed_precision.set_global_policy("float32")
 
 
+#: Test files that run tf.distribute strategies in this process. Under
+#: pytest-xdist they share one worker, in their usual order: spread over two
+#: workers in another combination, a Keras fit under MirroredStrategy failed
+#: with "Collective ops is aborted by: Collective instance 100 expected ...
+#: data_type 2 but got ... data_type 1" (keys of an earlier strategy's
+#: collectives met in the same process).
+_STRATEGY_FILES = frozenset({
+    "tests/layers/test_bayesian_gaussian_mixture_em.py",
+    "tests/layers/test_gaussian_mixture_em.py",
+    "tests/layers/test_mixture_density_head.py",
+    "tests/layers/test_online_em_strategy.py",
+    "tests/ops/test_em_driver.py",
+    "tests/test_multi_worker.py",
+})
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (``--dist loadgroup``) a file's tests run on one
+    worker, in order (module fixtures are built once), and the files of
+    :data:`_STRATEGY_FILES` all on the same one."""
+    for item in items:
+        path = os.path.relpath(str(item.path), _ROOT).replace(os.sep, "/")
+        group = "tf-distribute" if path in _STRATEGY_FILES else path
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 def pytest_configure(config):
     config.addinivalue_line(
         "markers",
         "script(args): the test's script run (``python *args``, ``{out}`` its "
         "output folder), started with the other marked tests' runs, two at a "
         "time, and read through the script_run fixture",
+    )
+    config.addinivalue_line(
+        "markers",
+        "background(job, *args): the test's subprocess work, ``job(out, *args)`` "
+        "(``out`` its own empty folder), started with the script runs and read "
+        "through the background_result fixture",
     )
 
 
@@ -48,7 +97,8 @@ def _script_pool(request, tmp_path_factory):
     from tests.script_utils import ScriptPool
 
     pool = ScriptPool(request.session.items,
-                      lambda name: tmp_path_factory.mktemp(name[:30]))
+                      lambda name: tmp_path_factory.mktemp(name[:30]),
+                      lazy=XDIST_WORKER is not None)
     yield pool
     pool.close()
 
@@ -65,3 +115,10 @@ def script_run(request, _script_pool):
     """This test's script run (its ``@pytest.mark.script``): a ScriptRun with
     ``stdout`` (exit status 0 asserted) and its output folder ``out``."""
     return _script_pool.result(request.node.nodeid)
+
+
+@pytest.fixture
+def background_result(request, _script_pool):
+    """What this test's ``@pytest.mark.background`` job returned (its
+    exception is raised here)."""
+    return _script_pool.background_result(request.node.nodeid)

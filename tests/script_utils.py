@@ -1,15 +1,25 @@
 """Run a repository script (an example or a benchmark) in a subprocess, as a
-user would from the repository root, for the smoke tests.
+user would from the repository root, for the smoke tests; and run the
+suite's other subprocess work in the background of the in-process tests.
 
 :func:`run_script` runs one now. A smoke test marked
 ``@pytest.mark.script([...])`` (the command's arguments, ``{out}`` standing
 for its own empty output folder) gets its run from the ``script_run``
-fixture instead: the session starts the runs of every selected marked test
-when it starts (tests/conftest.py), ``WORKERS`` at a time (each a fresh
-interpreter in its own folder, as :func:`run_script`), in the background of
-the in-process tests (which keep about one core busy: the suite ran at 130 %
-of 2 cores with the runs started at the first marked test); each test then
-waits for its own run only.
+fixture instead; a test marked ``@pytest.mark.background.with_args(job,
+*args)`` (a callable ``job(out, *args)``; ``with_args``, as pytest reads a
+lone callable argument as the function to mark), ``out`` its own empty folder, that runs a
+subprocess: a README block, scikit-learn's test modules, a wheel install)
+gets ``job``'s return value from the ``background_result`` fixture (its
+exception, raised there, if it failed). The session starts every selected
+marked test's job when it starts (tests/conftest.py), in collection order,
+``WORKERS`` at a time, in the background of the in-process tests (which keep
+about one core busy: the suite ran at 130 % of 2 cores with the runs started
+at the first marked test, and the subprocess tests left a core idle while
+the in-process tests waited on them); each test then waits for its own job
+only. Under pytest-xdist (the default: ``-n 2``, one test process per
+core, see tests/conftest.py) a worker does not know which tests it will get,
+so each job starts when its test asks for it (``lazy``): the other worker
+keeps the other core busy meanwhile.
 """
 
 import os
@@ -84,24 +94,52 @@ class ScriptRun:
 
 
 class ScriptPool:
-    """The runs of the marked tests of a session (see the module docstring)."""
+    """The background jobs of the marked tests of a session (see the module
+    docstring)."""
 
-    def __init__(self, items, make_dir, timeout=TIMEOUT_S):
+    def __init__(self, items, make_dir, timeout=TIMEOUT_S, lazy=False):
         self.timeout = timeout
         self._executor = ThreadPoolExecutor(max_workers=WORKERS)
-        self._runs = {}
+        self._runs, self._pending = {}, {}
         for item in items:
-            marker = item.get_closest_marker("script")
-            if marker is None:
+            script = item.get_closest_marker("script")
+            background = item.get_closest_marker("background")
+            if script is None and background is None:
                 continue
-            out = make_dir(item.name)
-            args = [str(a).replace("{out}", str(out)) for a in marker.args[0]]
-            self._runs[item.nodeid] = (
-                args, out, self._executor.submit(_run, args, timeout))
+            if script is not None and background is not None:
+                raise ValueError(f"{item.nodeid}: mark it script or background, "
+                                 "not both")
+            if lazy:  # started when the test asks for it
+                self._pending[item.nodeid] = (item, script, background, make_dir)
+            else:
+                self._start(item, script, background, make_dir)
+
+    def _start(self, item, script, background, make_dir):
+        out = make_dir(item.name)
+        if script is not None:
+            args = [str(a).replace("{out}", str(out)) for a in script.args[0]]
+            future = self._executor.submit(_run, args, self.timeout)
+        else:
+            args = None
+            job, *job_args = background.args
+            future = self._executor.submit(job, out, *job_args)
+        self._runs[item.nodeid] = (args, out, future)
+
+    def _future(self, nodeid, kind):
+        if nodeid in self._pending:
+            self._start(*self._pending.pop(nodeid))
+        if nodeid not in self._runs:
+            raise LookupError(f"{nodeid} has no @pytest.mark.{kind} job")
+        return self._runs[nodeid]
 
     def result(self, nodeid):
-        args, out, future = self._runs[nodeid]
+        """A ``script``-marked test's run, exit status 0 asserted."""
+        args, out, future = self._future(nodeid, "script")
         return ScriptRun(_checked(args, future.result(), self.timeout), out)
+
+    def background_result(self, nodeid):
+        """What a ``background``-marked test's job returned (or its error)."""
+        return self._future(nodeid, "background")[2].result()
 
     def close(self):
         for _, _, future in self._runs.values():

@@ -3,14 +3,13 @@
 import math
 import re
 
-from tests.script_utils import run_script as _run
+import pytest
 
 
-def test_soft_weight_sharing_example_smoke(tmp_path):
-    out = _run(
-        ["examples/soft_weight_sharing.py", "--smoke", "--output-dir", str(tmp_path)]
-    )
-    png = tmp_path / "soft_weight_sharing.png"
+@pytest.mark.script(["examples/soft_weight_sharing.py", "--smoke", "--output-dir", "{out}"])
+def test_soft_weight_sharing_example_smoke(script_run):
+    out = script_run.stdout
+    png = script_run.out / "soft_weight_sharing.png"
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert str(png) in out
     accuracy = re.search(

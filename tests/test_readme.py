@@ -1,10 +1,8 @@
 """The README stays honest: its commands are the ones CI runs, every Python
 block runs on its own in a fresh process, and its lists match the repository."""
 
-import os
 import re
 import sys
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import tomllib
@@ -17,8 +15,6 @@ BASH_BLOCKS = blocks("bash")
 # Update when a Python block is added to or removed from README.md (so that
 # none can vanish unnoticed, e.g. by a broken fence).
 EXPECTED_PYTHON_BLOCKS = 13
-# Blocks run two at a time (each in its own interpreter and folder).
-WORKERS = max(1, min(2, os.cpu_count() or 1))
 
 
 def test_setup_commands_are_the_two_documented_ones():
@@ -103,19 +99,10 @@ def test_python_block_shows_its_result(block):
     )
 
 
-@pytest.fixture(scope="module")
-def block_runs(request):
-    """Every selected Python block, each run alone (a fresh interpreter, an
-    empty temporary working directory), ``WORKERS`` at a time. Nothing is
-    shared between blocks but the machine."""
-    selected = [
-        item.callspec.params["block"]
-        for item in request.session.items
-        if getattr(item, "originalname", None) == "test_python_block_runs_alone"
-    ]
-    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-        futures = {block: pool.submit(run_block, block) for block in selected}
-        return {block: future.result() for block, future in futures.items()}
+def _run_block_job(out, block):
+    """A README block's background job (``out`` unused: the block gets its
+    own temporary folder from run_block)."""
+    return run_block(block)
 
 
 # A Python warning attributed to the README's code or to keras_gmm ("path.py:12:
@@ -129,9 +116,14 @@ _OUR_WARNING = re.compile(
 _RETRACING = "triggered tf.function retracing"
 
 
-@pytest.mark.parametrize("block", PYTHON_BLOCKS, ids=[b.test_id for b in PYTHON_BLOCKS])
-def test_python_block_runs_alone(block, block_runs):
-    result, seconds = block_runs[block]
+@pytest.mark.parametrize("block", [
+    pytest.param(b, id=b.test_id, marks=pytest.mark.background(_run_block_job, b))
+    for b in PYTHON_BLOCKS])
+def test_python_block_runs_alone(block, background_result):
+    """Each block alone: a fresh interpreter, an empty temporary working
+    directory, nothing shared between blocks but the machine (run in the
+    session's background, see tests/script_utils.py)."""
+    result, seconds = background_result
     report = (
         f"\n--- block ---\n{block.source}--- stdout ---\n{result.stdout[-3000:]}"
         f"\n--- stderr ---\n{result.stderr[-5000:]}"

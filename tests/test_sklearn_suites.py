@@ -222,8 +222,13 @@ def _check_outcomes(results):
                    for k, v in results.items()), file_name
 
 
-def test_scikit_learns_mixture_tests_fast_subset(tmp_path):
-    results = run_sklearn_suites(tmp_path, only=FAST_SUBSET)
+def _fast_subset_job(out):
+    return run_sklearn_suites(out, only=FAST_SUBSET)
+
+
+@pytest.mark.background.with_args(_fast_subset_job)  # one pytest subprocess, in the background
+def test_scikit_learns_mixture_tests_fast_subset(background_result):
+    results = background_result
     ran = {test_id.split("[")[0] for test_id in results}
     wanted = {f"{_module_path(key).name}::{name}"
               for key, names in FAST_SUBSET.items() for name in names}

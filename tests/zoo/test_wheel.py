@@ -35,6 +35,7 @@ import textwrap
 import zipfile
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -212,7 +213,9 @@ def _hidden_modules(allowed):
     )
 
 
-def test_plain_wheel_install_runs_demo_and_zoo_evaluate(tmp_path):
+def _install_and_run(tmp_path):
+    """Build the wheel, check its files, install it plainly and run the CLI
+    there (see the module docstring): the installed run's report."""
     assert importlib.util.find_spec("hatchling") is not None, (
         "building the wheel needs hatchling in this environment: "
         "pip install -e '.[test]' (or pip install hatchling)"
@@ -309,7 +312,14 @@ def test_plain_wheel_install_runs_demo_and_zoo_evaluate(tmp_path):
         cwd=work,
         env=env,
     )
-    report = json.loads(out.split("REPORT ", 1)[1])
+    return json.loads(out.split("REPORT ", 1)[1])
+
+
+# The build, the install and the CLI runs are subprocesses: they run in the
+# background of the in-process tests (tests/script_utils.py).
+@pytest.mark.background.with_args(_install_and_run)
+def test_plain_wheel_install_runs_demo_and_zoo_evaluate(background_result):
+    report = background_result
     assert report["sizes"] == {
         "digits": [1343, 454],
         "breast_cancer": [214, 118, 237],

@@ -9,7 +9,9 @@ blocks, scikit-learn's suites, the wheel install) theirs from
 (see tests/script_utils.py).
 """
 
+import functools
 import os
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -17,6 +19,8 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import keras  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
+
+from tests.script_utils import REPO_ROOT, ScriptPool  # noqa: E402
 
 #: Set by pytest-xdist in its worker processes ("gw0", "gw1", ...).
 XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
@@ -49,32 +53,32 @@ def _reset_keras_state():
     keras.mixed_precision.set_global_policy("float32")
 
 
-#: Test files that run tf.distribute strategies in this process. Under
-#: pytest-xdist they share one worker, in their usual order: spread over two
-#: workers in another combination, a Keras fit under MirroredStrategy failed
-#: with "Collective ops is aborted by: Collective instance 100 expected ...
-#: data_type 2 but got ... data_type 1" (keys of an earlier strategy's
-#: collectives met in the same process).
-_STRATEGY_FILES = frozenset({
-    "tests/layers/test_bayesian_gaussian_mixture_em.py",
-    "tests/layers/test_gaussian_mixture_em.py",
-    "tests/layers/test_mixture_density_head.py",
-    "tests/layers/test_online_em_strategy.py",
-    "tests/ops/test_em_driver.py",
-    "tests/test_multi_worker.py",
-})
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: Test files that run tf.distribute strategies in this process (their text
+#: names one). Under pytest-xdist they share one worker, in their usual order:
+#: spread over two workers in another combination, a Keras fit under
+#: MirroredStrategy failed with "Collective ops is aborted by: Collective
+#: instance 100 expected ... data_type 2 but got ... data_type 1" (keys of an
+#: earlier strategy's collectives met in the same process).
+_STRATEGY_WORDS = ("tf.distribute", "MirroredStrategy")
+
+
+@functools.cache
+def _xdist_group(path):
+    """The xdist group of the test file at ``path``: "tf-distribute" for the
+    files that run strategies, else the file itself."""
+    text = Path(path).read_text()
+    if any(word in text for word in _STRATEGY_WORDS):
+        return "tf-distribute"
+    return Path(path).relative_to(REPO_ROOT).as_posix()
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (``--dist loadgroup``) a file's tests run on one
-    worker, in order (module fixtures are built once), and the files of
-    :data:`_STRATEGY_FILES` all on the same one."""
+    worker, in order (module fixtures are built once), and the files that
+    run tf.distribute strategies all on the same one."""
     for item in items:
-        path = os.path.relpath(str(item.path), _ROOT).replace(os.sep, "/")
-        group = "tf-distribute" if path in _STRATEGY_FILES else path
-        item.add_marker(pytest.mark.xdist_group(group))
+        item.add_marker(pytest.mark.xdist_group(_xdist_group(str(item.path))))
 
 
 def pytest_configure(config):
@@ -94,8 +98,6 @@ def pytest_configure(config):
 
 @pytest.fixture(scope="session")
 def _script_pool(request, tmp_path_factory):
-    from tests.script_utils import ScriptPool
-
     pool = ScriptPool(request.session.items,
                       lambda name: tmp_path_factory.mktemp(name[:30]),
                       lazy=XDIST_WORKER is not None)

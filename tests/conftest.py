@@ -64,24 +64,40 @@ _STRATEGY_WORDS = ("tf.distribute", "MirroredStrategy")
 
 @functools.cache
 def _xdist_group(path):
-    """The xdist group of the test file at ``path``: "tf-distribute" for the
-    files that run strategies, else the file itself."""
-    text = Path(path).read_text()
+    """The xdist work unit of the test file at ``path`` (relative to the
+    repository root): "tf-distribute" for the files that run strategies, else
+    the file itself."""
+    text = (REPO_ROOT / path).read_text()
     if any(word in text for word in _STRATEGY_WORDS):
         return "tf-distribute"
-    return Path(path).relative_to(REPO_ROOT).as_posix()
+    return Path(path).as_posix()
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (``--dist loadgroup``) a file's tests run on one
-    worker, in order (module fixtures are built once), and the files that
-    run tf.distribute strategies all on the same one."""
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(_xdist_group(str(item.path))))
+class _FileGroupScheduling:
+    """Makes pytest-xdist's scheduler for ``--dist loadfile`` (pyproject's
+    addopts): each test file is one work unit, run in order on one worker
+    (module fixtures are built once), and the files that run tf.distribute
+    strategies together form one unit. The grouping is the scheduler's own
+    rather than ``xdist_group`` marks: pytest 9 ignores the node-id suffix
+    through which pytest-xdist 3.8 passes those marks from a worker to the
+    controller, so marked groups were spread over both workers."""
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_xdist_make_scheduler(self, config, log):
+        if config.getvalue("dist") != "loadfile":
+            return None  # another --dist asked for on the command line
+        from xdist.scheduler import LoadFileScheduling
+
+        class FileGroups(LoadFileScheduling):
+            def _split_scope(self, nodeid):
+                return _xdist_group(nodeid.split("::", 1)[0])
+
+        return FileGroups(config, log)
 
 
 def pytest_configure(config):
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_FileGroupScheduling(), "keras-gmm-file-groups")
     config.addinivalue_line(
         "markers",
         "script(args): the test's script run (``python *args``, ``{out}`` its "

@@ -12,7 +12,8 @@ from keras_gmm.layers.gaussian_mixture_em import GaussianMixtureEM, NotFittedErr
 from keras_gmm.ops import covariance as covariance_lib
 from keras_gmm.ops import kl as kl_ops
 
-__all__ = ["GMMPriorSampling", "KL_METHODS", "INFERENCE_MODES", "SAMPLE_LOG_VAR_LIMIT"]
+__all__ = ["GMMPriorSampling", "COVARIANCE_TYPES", "KL_METHODS", "INFERENCE_MODES",
+           "SAMPLE_LOG_VAR_LIMIT"]
 
 KL_METHODS = ("vade", "mc")
 INFERENCE_MODES = ("sample", "mean")
@@ -21,8 +22,11 @@ INFERENCE_MODES = ("sample", "mean")
 #: 7.2e10, beyond which a float32 sample means nothing (``exp(z_log_var / 2)``
 #: overflows at 177). The clip passes gradients through unchanged.
 SAMPLE_LOG_VAR_LIMIT = 50.0
-# The prior's covariances are diagonal (one log-variance per dimension).
-_PRIOR_COVARIANCE = covariance_lib.get("diag")
+#: The prior's covariance types: per-component diagonal (log-variances) or
+#: full (a Cholesky factor per component).
+COVARIANCE_TYPES = kl_ops.PRIOR_COVARIANCE_TYPES
+# softplus^-1(1): the raw diagonal of a unit covariance Cholesky factor ("full").
+_UNIT_RAW_SCALE = float(np.log(np.expm1(1.0)))
 # Spread (standard deviation) of the initial component means around 0: about
 # that of an encoder whose KL pulls its codes toward unit scale.
 _INITIAL_MEAN_SPREAD = 1.0
@@ -37,11 +41,17 @@ class GMMPriorSampling(keras.layers.Layer):
     2) * eps`` with ``eps ~ N(0, I)``, and adds the prior term of the ELBO
     with ``add_loss``, against the prior
 
-        ``p(z, c) = pi_c N(z; mu_c, diag(exp(v_c)))``, ``pi = softmax(logits)``,
+        ``p(z, c) = pi_c N(z; mu_c, Sigma_c)``, ``pi = softmax(logits)``,
 
-    whose ``logits [K]``, ``means [K, D]`` and ``log_variances [K, D]`` are
-    ordinary trainable weights (unconstrained; ``model.fit`` trains them with
-    the encoder and decoder). This is VaDE (Jiang et al., 2017): the mixture
+    whose ``logits [K]``, ``means [K, D]`` and covariances are ordinary
+    trainable weights (unconstrained; ``model.fit`` trains them with the
+    encoder and decoder): with ``covariance_type="diag"`` (default)
+    ``Sigma_c = diag(exp(v_c))``, ``log_variances [K, D]``; with "full" a
+    full covariance per component through ``raw_scales [K, D(D+1)/2]``, the
+    rule of :class:`keras_gmm.MixtureDensityHead`'s "full" heads (the
+    covariance Cholesky factor's diagonal ``softplus(raw)``, the strictly
+    lower entries of its inverse raw), for clusters whose latent features
+    are correlated. This is VaDE (Jiang et al., 2017): the mixture
     components are the clusters, and the model both clusters and generates.
 
     The prior term (``kl_weight`` times its batch mean, in nats per example):
@@ -57,7 +67,9 @@ class GMMPriorSampling(keras.layers.Layer):
       unbiased estimate of ``KL(q(z | x) || p(z))`` (never larger in
       expectation than the VaDE term; noisier).
 
-    The math is :mod:`keras_gmm.ops.kl` on :mod:`keras_gmm.ops.gaussian`, in
+    The math is :mod:`keras_gmm.ops.kl` on :mod:`keras_gmm.ops.gaussian` (the
+    posterior stays diagonal; the trace term of a full prior is ``sum_d
+    exp(s_d) Lambda_cdd``, no inverse or determinant formed), in
     float32 (also under ``mixed_float16``). Every row of ``gamma`` and of the
     KL is finite for finite inputs, however large ``z_log_var`` (the terms
     shared by all components cancel in log space, and an overflowing
@@ -77,6 +89,8 @@ class GMMPriorSampling(keras.layers.Layer):
         kl_weight: number >= 0 multiplying the prior term (1.0: the ELBO; 0
             adds a zero loss, e.g. for an autoencoder pre-training).
         kl_method: "vade" (closed form, default) or "mc" (Monte Carlo).
+        covariance_type: the prior components' covariances, "diag" (default)
+            or "full".
         seed: optional int in ``[0, 2**63 - 1]`` seeding the initial component
             means and the sampling stream.
         inference: what the layer returns when not training: "sample"
@@ -135,6 +149,7 @@ class GMMPriorSampling(keras.layers.Layer):
         kl_method="vade",
         seed=None,
         inference="sample",
+        covariance_type="diag",
         **kwargs,
     ):
         event_size = _event_size_argument(event_size, kwargs.pop("latent_dim", None))
@@ -154,6 +169,9 @@ class GMMPriorSampling(keras.layers.Layer):
         self.inference = _validation.check_one_of(
             inference, "inference", INFERENCE_MODES,
             hint="what the layer returns when not training",
+        )
+        self.covariance_type = covariance_lib.check(
+            covariance_type, supported=COVARIANCE_TYPES
         )
         self.seed = _validation.check_seed(seed)
         self.seed_generator = keras.random.SeedGenerator(self.seed)
@@ -204,26 +222,54 @@ class GMMPriorSampling(keras.layers.Layer):
             ),
             dtype="float32", autocast=False,
         )
-        self.log_variances = self.add_weight(
-            name="log_variances", shape=(k, d), initializer="zeros", dtype="float32", autocast=False
-        )
+        if self.covariance_type == "diag":
+            self.log_variances = self.add_weight(
+                name="log_variances", shape=(k, d), initializer="zeros",
+                dtype="float32", autocast=False,
+            )
+        else:
+            unit = self._covariance.initial_raw_scales(1, d, _UNIT_RAW_SCALE)
+            self.raw_scales = self.add_weight(
+                name="raw_scales", shape=(k, unit.size),
+                initializer=keras.initializers.Constant(np.tile(unit, (k, 1))),
+                dtype="float32", autocast=False,
+            )
         self.built = True
 
+    @property
+    def _covariance(self):
+        return covariance_lib.get(self.covariance_type)
+
+    def _scale_variables(self):
+        return (self.log_variances,) if self.covariance_type == "diag" else (
+            self.raw_scales,)
+
+    def _precisions_cholesky(self):
+        """The prior's precision Cholesky factors (scikit-learn's layout):
+        ``exp(-v / 2)`` ``[K, D]`` ("diag"), ``[K, D, D]`` ("full")."""
+        if self.covariance_type == "diag":
+            return kl_ops.precisions_cholesky_of_log_variances(
+                tf.convert_to_tensor(self.log_variances))
+        return self._covariance.precisions_cholesky_from_raw(
+            tf.reshape(tf.convert_to_tensor(self.raw_scales), [-1]),
+            self.num_components, self.event_size, 0.0,
+        )
+
     def _prior(self):
+        """``(logits, means, precisions_cholesky, covariance_type)``: the
+        prior arguments of :mod:`keras_gmm.ops.kl`."""
         return (
             tf.convert_to_tensor(self.logits),
             tf.convert_to_tensor(self.means),
-            tf.convert_to_tensor(self.log_variances),
+            self._precisions_cholesky(),
+            self.covariance_type,
         )
 
     def mixture(self):
-        """The prior as a :class:`keras_gmm.mixture.MixtureParams` ("diag",
-        precision factors ``exp(-v / 2)``), read from the weights."""
+        """The prior as a :class:`keras_gmm.mixture.MixtureParams` (precision
+        factors ``exp(-v / 2)`` for "diag"), read from the weights."""
         self._require_built()
-        logits, means, log_variances = self._prior()
-        return mixture_lib.MixtureParams(
-            logits, means, tf.exp(-0.5 * log_variances), _PRIOR_COVARIANCE.name
-        )
+        return mixture_lib.MixtureParams(*self._prior())
 
     def _require_built(self):
         if not self.built:
@@ -245,20 +291,18 @@ class GMMPriorSampling(keras.layers.Layer):
     # ------------------------------------------------------------------ call
     def call(self, inputs, training=None, return_cluster_probabilities=False):
         z_mean, z_log_var = self._posterior(*_two_inputs(inputs, "inputs"))
-        logits, means, log_variances = self._prior()
+        prior = self._prior()
         eps = keras.random.normal(
             tf.shape(z_mean), dtype="float32", seed=self.seed_generator
         )
         sample_log_var = _sampling_log_var(z_log_var)
         z = z_mean + tf.exp(0.5 * sample_log_var) * eps
         if self.kl_method == "vade" or return_cluster_probabilities:
-            vade, log_gamma = kl_ops.vade_kl(
-                z_mean, z_log_var, logits, means, log_variances
-            )
+            vade, log_gamma = kl_ops.vade_kl(z_mean, z_log_var, *prior)
         kl = (
             vade
             if self.kl_method == "vade"
-            else kl_ops.mc_kl(z, z_mean, sample_log_var, logits, means, log_variances)
+            else kl_ops.mc_kl(z, z_mean, sample_log_var, *prior)
         )
         self.add_loss(self.kl_weight * tf.reduce_mean(kl))
         if not training and self.inference == "mean":
@@ -293,9 +337,9 @@ class GMMPriorSampling(keras.layers.Layer):
         (:data:`SAMPLE_LOG_VAR_LIMIT`).
         """
         z_mean, z_log_var = self._posterior(z_mean, z_log_var)
-        logits, means, log_variances = self._prior()
+        prior = self._prior()
         if self.kl_method == "vade":
-            return kl_ops.vade_kl(z_mean, z_log_var, logits, means, log_variances)[0]
+            return kl_ops.vade_kl(z_mean, z_log_var, *prior)[0]
         if z is None:
             raise ValueError(
                 "kl_method='mc' estimates the KL at a sample: pass z, a draw "
@@ -308,14 +352,12 @@ class GMMPriorSampling(keras.layers.Layer):
                 f"received z with shape {tuple(z.shape)} and z_mean with shape "
                 f"{tuple(z_mean.shape)}."
             )
-        return kl_ops.mc_kl(
-            z, z_mean, _sampling_log_var(z_log_var), logits, means, log_variances
-        )
+        return kl_ops.mc_kl(z, z_mean, _sampling_log_var(z_log_var), *prior)
 
     def cluster_probabilities(self, z_mean, z_log_var):
         """``gamma = q(c | x)``: ``[..., num_components]``, float32.
 
-        ``gamma_c ∝ pi_c exp(E_q(z|x)[log N(z; mu_c, v_c)])``, computed by
+        ``gamma_c ∝ pi_c exp(E_q(z|x)[log N(z; mu_c, Sigma_c)])``, computed by
         a log-softmax, so every row of finite inputs is finite and sums to 1
         (however large ``z_log_var``); a row with NaN gives NaN. Passing
         ``z_log_var`` very negative (``-inf`` excluded) gives ``p(c |
@@ -339,15 +381,18 @@ class GMMPriorSampling(keras.layers.Layer):
 
     @property
     def stddevs(self):
-        """Component standard deviations ``exp(v / 2)``: ``[K, D]``."""
-        return tf.exp(0.5 * tf.convert_to_tensor(self.log_variances))
+        """Component (marginal) standard deviations: ``[K, D]`` (``exp(v /
+        2)`` for "diag")."""
+        self._require_built()
+        return self._covariance.stddevs(self._precisions_cholesky(), self.event_size)
 
     # ------------------------------------------------------------ sampling
     def sample_prior(self, n, component=None, temperature=1.0, seed=None,
                      return_components=False):
         """Draw ``n`` latent codes from the prior: ``[n, event_size]``, float32.
 
-        Each code is ``mu_c + temperature * exp(v_c / 2) * eps`` for a
+        Each code is ``mu_c + temperature * L_c eps`` (``L_c`` the covariance
+        Cholesky factor; ``exp(v_c / 2) * eps`` for "diag") for a
         component ``c`` and standard-normal ``eps``: reparameterized per
         component, so gradients reach the means and log-variances (a learnable
         mixture latent, e.g. the input of a GAN generator as in DeLiGAN). The
@@ -451,7 +496,7 @@ class GMMPriorSampling(keras.layers.Layer):
 
     def permute_components(self, order):
         """Renumber the prior's components: new component ``k`` is old
-        component ``order[k]`` (its logit, mean and log-variances). A
+        component ``order[k]`` (its logit, mean and covariance). A
         relabelling: the prior, the KL and every ``gamma`` row (permuted)
         are unchanged.
 
@@ -464,7 +509,7 @@ class GMMPriorSampling(keras.layers.Layer):
         """
         self._require_built()
         order = _validation.check_permutation(order, self.num_components)
-        for variable in (self.logits, self.means, self.log_variances):
+        for variable in (self.logits, self.means, *self._scale_variables()):
             variable.assign(tf.gather(tf.convert_to_tensor(variable), order))
         return self
 
@@ -472,14 +517,15 @@ class GMMPriorSampling(keras.layers.Layer):
     def initialize_from(self, em):
         """Set the prior from a fitted :class:`keras_gmm.GaussianMixtureEM`.
 
-        The standard VaDE initialisation: fit a "diag" mixture by EM on the
+        The standard VaDE initialisation: fit a mixture by EM on the
         encoder means of the training data (after pre-training the
         autoencoder), then copy its weights (``logits = log weights``), means
-        and variances (``log_variances = log covariances``) into the prior.
+        and covariances (``log_variances = log covariances`` for "diag", the
+        raw scales of its precision factors for "full") into the prior.
 
         Args:
-            em: a fitted ``GaussianMixtureEM`` with ``covariance_type="diag"``,
-                ``num_components`` equal to this layer's, on
+            em: a fitted ``GaussianMixtureEM`` with this layer's
+                ``covariance_type`` and ``num_components``, on
                 ``event_size``-dimensional data.
 
         Returns:
@@ -496,16 +542,17 @@ class GMMPriorSampling(keras.layers.Layer):
             )
         try:
             covariance_lib.check(
-                em.covariance_type, supported=(_PRIOR_COVARIANCE.name,)
+                em.covariance_type, supported=(self.covariance_type,)
             )
         except ValueError as error:
             raise ValueError(
                 "initialize_from needs a GaussianMixtureEM with "
-                f"covariance_type={_PRIOR_COVARIANCE.name!r} (the prior has "
-                f"diagonal covariances): {error}"
+                f"covariance_type={self.covariance_type!r}, this prior's "
+                f"(GMMPriorSampling(covariance_type=...)): {error}"
             ) from None
         try:
-            weights, means, variances = em.weights_, em.means_, em.covariances_
+            weights, means = em.weights_, em.means_
+            variances, factors = em.covariances_, em.precisions_cholesky_
         except NotFittedError as error:
             raise NotFittedError(
                 f"initialize_from received an unfitted GaussianMixtureEM "
@@ -527,7 +574,11 @@ class GMMPriorSampling(keras.layers.Layer):
             self._build_weights()
         self.logits.assign(np.log(np.maximum(weights, 1e-30)).astype(np.float32))
         self.means.assign(np.asarray(means, np.float32))
-        self.log_variances.assign(np.log(variances).astype(np.float32))
+        if self.covariance_type == "diag":
+            self.log_variances.assign(np.log(variances).astype(np.float32))
+        else:
+            self.raw_scales.assign(self._covariance.raw_scales_from_precisions_cholesky(
+                factors, 0.0).astype(np.float32))
         return self
 
     # --------------------------------------------------------------- config
@@ -541,6 +592,7 @@ class GMMPriorSampling(keras.layers.Layer):
                 "kl_method": self.kl_method,
                 "seed": self.seed,
                 "inference": self.inference,
+                "covariance_type": self.covariance_type,
             }
         )
         return config

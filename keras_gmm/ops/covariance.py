@@ -77,6 +77,13 @@ def positive_scale(raw, min_scale):
     return tf.math.softplus(raw) + tf.cast(min_scale, raw.dtype)
 
 
+def _inverse_softplus(y):
+    """NumPy ``softplus^-1(y) = log(expm1(y))`` for ``y > 0``, stable for
+    small and large ``y``."""
+    y = np.asarray(y, np.float64)
+    return y + np.log(-np.expm1(-y))
+
+
 def _tril_gather_indices(event_size):
     """Gather indices that place [diag (D), strict lower (row-major), 0] into a
     ``D x D`` lower-triangular matrix (flattened)."""
@@ -261,6 +268,14 @@ class CovarianceType:
         """Marginal standard deviations ``[..., K, D]`` (``[..., D]`` tied)."""
         raise NotImplementedError
 
+    def log_precision_diagonal(self, precisions_cholesky, event_size):
+        """``log Lambda_dd``, the log of the precision matrices' diagonal
+        ``[..., K, D]`` (``[..., D]`` tied): minus the log variance of each
+        feature given the others, and ``tr(Lambda S) = sum_d Lambda_dd s_d``
+        for a diagonal ``S`` (the trace term of a KL against a diagonal
+        Gaussian, :mod:`keras_gmm.ops.kl`)."""
+        raise NotImplementedError
+
     def covariance_matrices(self, precisions_cholesky, event_size):
         """Covariance matrices ``L @ L.T``: ``[..., K, D, D]``."""
         chol = self.covariance_cholesky(precisions_cholesky, event_size)
@@ -385,6 +400,30 @@ class Full(CovarianceType):
     def stddevs(self, precisions_cholesky, event_size):
         chol = self.covariance_cholesky(precisions_cholesky, event_size)
         return tf.sqrt(tf.reduce_sum(tf.square(chol), axis=-1))
+
+    def log_precision_diagonal(self, precisions_cholesky, event_size):
+        # Lambda = P P^T: Lambda_dd = sum_j P_dj^2, from the largest entry of
+        # each row (no overflow of the squares).
+        p = tf.abs(precisions_cholesky)
+        top = tf.reduce_max(p, axis=-1)
+        return 2.0 * tf.math.log(top) + tf.math.log(
+            tf.reduce_sum(tf.square(p / top[..., None]), axis=-1))
+
+    def raw_scales_from_precisions_cholesky(self, precisions_cholesky, min_scale):
+        """The inverse of :meth:`precisions_cholesky_from_raw` for un-batched
+        factors ``[K, D, D]`` (NumPy): raw parameters ``[K, D(D+1)/2]``, the
+        softplus-inverse of the covariance Cholesky diagonal minus
+        ``min_scale`` first, then the strictly lower entries of ``P.T`` row by
+        row. A diagonal entry at or below ``min_scale`` is an error."""
+        w = np.swapaxes(np.asarray(precisions_cholesky, np.float64), -1, -2)
+        d = w.shape[-1]
+        scale = 1.0 / np.diagonal(w, axis1=-2, axis2=-1) - min_scale
+        if not np.all(scale > 0):
+            raise ValueError(
+                "The covariance Cholesky factors' diagonal must exceed "
+                f"min_scale={min_scale}; smallest is {float(np.min(scale + min_scale))}.")
+        rows, cols = np.tril_indices(d, -1)
+        return np.concatenate([_inverse_softplus(scale), w[..., rows, cols]], axis=-1)
 
     def covariances(self, precisions_cholesky):
         return self.covariance_matrices(
@@ -628,6 +667,10 @@ class Diag(CovarianceType):
 
     def scale_noise(self, z, precisions_cholesky):
         return z / self._per_feature(precisions_cholesky)
+
+    def log_precision_diagonal(self, precisions_cholesky, event_size):
+        # Diagonal covariances: Lambda_dd = 1 / stddev_d^2.
+        return -2.0 * tf.math.log(self.stddevs(precisions_cholesky, event_size))
 
     def stddevs(self, precisions_cholesky, event_size):
         return tf.math.reciprocal(precisions_cholesky)

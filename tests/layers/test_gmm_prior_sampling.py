@@ -544,3 +544,127 @@ def test_initialize_from_bad_em(fitted_em):
     with pytest.raises(ValueError, match="GaussianMixtureEM"):
         layer.initialize_from("em")
     assert not layer.built  # nothing was half-set
+
+
+# ------------------------------------------------- covariance_type="full"
+def random_full_prior(layer, seed=0):
+    """Random logits, means and raw scales (correlated components)."""
+    rng = np.random.default_rng(seed)
+    k, d = layer.num_components, layer.event_size
+    layer.logits.assign(rng.normal(size=k).astype(np.float32))
+    layer.means.assign(rng.normal(scale=3.0, size=(k, d)).astype(np.float32))
+    raw = rng.normal(0.0, 0.6, size=layer.raw_scales.shape)
+    layer.raw_scales.assign(raw.astype(np.float32))
+
+
+def full_covariances(layer):
+    """The prior's covariances from its precision factors, in NumPy."""
+    p = layer.mixture().precisions_cholesky.numpy().astype(np.float64)
+    return np.linalg.inv(p @ np.swapaxes(p, -1, -2))
+
+
+def test_full_prior_keras_layer_checks(tmp_path):
+    x, y = data()
+    make = lambda: make_vae(covariance_type="full")  # noqa: E731
+    layer_checks.check_layer(make, lambda m: m.get_layer("prior"), x, y,
+                             lambda m: "mse", tmp_path)
+    model = make()
+    prior = model.get_layer("prior")
+    assert [w.name for w in prior.trainable_weights] == ["logits", "means", "raw_scales"]
+    assert prior.raw_scales.shape == (K, D * (D + 1) // 2)
+    assert prior.get_config()["covariance_type"] == "full"
+    # A new full prior has unit covariances, as the diag prior's.
+    np.testing.assert_allclose(full_covariances(prior), np.broadcast_to(np.eye(D), (K, D, D)),
+                               atol=1e-6)
+
+
+def test_full_prior_gamma_and_kl_match_scipy():
+    from scipy.stats import multivariate_normal
+
+    layer = built_layer(k=4, d=3, covariance_type="full")
+    random_full_prior(layer, seed=1)
+    cov = full_covariances(layer)
+    rng = np.random.default_rng(2)
+    z_mean = rng.normal(scale=3.0, size=(7, 3)).astype(np.float32)
+    z_log_var = rng.normal(-1.0, 0.5, size=(7, 3)).astype(np.float32)
+    logits = layer.logits.numpy().astype(np.float64)
+    mu = layer.means.numpy().astype(np.float64)
+    ell = np.stack([
+        multivariate_normal(mu[c], cov[c]).logpdf(z_mean)
+        - 0.5 * np.exp(z_log_var) @ np.diag(np.linalg.inv(cov[c])) for c in range(4)], -1)
+    log_joint = logits - logsumexp(logits) + ell
+    want_gamma = np.exp(log_joint - logsumexp(log_joint, axis=1, keepdims=True))
+    np.testing.assert_allclose(layer.cluster_probabilities(z_mean, z_log_var).numpy(),
+                               want_gamma, rtol=1e-4, atol=1e-6)
+    want_kl = (-0.5 * np.sum(np.log(2 * np.pi) + 1.0 + z_log_var, axis=-1)
+               - logsumexp(log_joint, axis=1))
+    np.testing.assert_allclose(layer.kl_divergence(z_mean, z_log_var).numpy(), want_kl,
+                               rtol=1e-4)
+    np.testing.assert_allclose(layer.stddevs.numpy(),
+                               np.sqrt(np.diagonal(cov, axis1=1, axis2=2)), rtol=1e-5)
+
+
+def test_full_prior_samples_have_its_covariances_and_gradients():
+    layer = built_layer(k=3, d=2, covariance_type="full")
+    random_full_prior(layer, seed=3)
+    cov, mu = full_covariances(layer), layer.means.numpy()
+    for k in range(3):
+        zk = layer.sample_prior(40_000, component=k, seed=k).numpy()
+        np.testing.assert_allclose(zk.mean(axis=0), mu[k], atol=0.05 * np.sqrt(cov[k].max()))
+        np.testing.assert_allclose(np.cov(zk.T), cov[k], rtol=0.05,
+                                   atol=0.02 * np.abs(cov[k]).max())
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(tf.square(layer.sample_prior(64, seed=0) - 1.0))
+    grad = tape.gradient(loss, layer.raw_scales)
+    assert grad is not None and np.all(np.isfinite(tf.convert_to_tensor(grad).numpy()))
+    assert np.any(tf.convert_to_tensor(grad).numpy() != 0)
+
+
+def test_full_prior_initialize_from_full_em_and_permute():
+    rng = np.random.default_rng(0)
+    corr = np.array([[1.0, 0.9], [0.9, 1.0]])
+    x = np.concatenate([rng.multivariate_normal(c, s * corr, 300) for c, s in
+                        (([-6.0, 0.0], 1.0), ([6.0, 0.0], 0.5), ([0.0, 7.0], 2.0))])
+    x = x.astype(np.float32)
+    em = keras_gmm.GaussianMixtureEM(3, covariance_type="full", seed=0)
+    em.fit(x, verbose=0)
+    layer = keras_gmm.GMMPriorSampling(3, 2, covariance_type="full")
+    assert layer.initialize_from(em) is layer and layer.built
+    np.testing.assert_allclose(layer.mixture().precisions_cholesky.numpy(),
+                               em.precisions_cholesky_, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(full_covariances(layer), em.covariances_, rtol=1e-4,
+                               atol=1e-5)
+    zl = np.full_like(x, -20.0)
+    np.testing.assert_allclose(layer.cluster_probabilities(x, zl).numpy(),
+                               em.predict_proba(x), atol=1e-4)
+    gamma = layer.cluster_probabilities(x[:20], zl[:20]).numpy()
+    raw = layer.raw_scales.numpy().copy()
+    layer.permute_components([2, 0, 1])
+    np.testing.assert_array_equal(layer.raw_scales.numpy(), raw[[2, 0, 1]])
+    np.testing.assert_allclose(layer.cluster_probabilities(x[:20], zl[:20]).numpy(),
+                               gamma[:, [2, 0, 1]], rtol=1e-5, atol=1e-7)
+    # A diag prior refuses the full EM and a full prior the diag one.
+    diag = keras_gmm.GaussianMixtureEM(3, covariance_type="diag", seed=0)
+    diag.fit(x, verbose=0)
+    with pytest.raises(ValueError, match="covariance_type='full'.*'diag'"):
+        layer.initialize_from(diag)
+    with pytest.raises(ValueError, match="covariance_type='diag'.*'full'"):
+        keras_gmm.GMMPriorSampling(3, 2).initialize_from(em)
+
+
+@pytest.mark.parametrize("covariance_type", ["tied", "spherical", "box", 2])
+def test_unsupported_prior_covariance_types(covariance_type):
+    with pytest.raises(ValueError, match="covariance_type"):
+        keras_gmm.GMMPriorSampling(3, 2, covariance_type=covariance_type)
+
+
+def test_a_full_prior_vae_trains_with_finite_weights():
+    """The full prior in a tiny VaDE: fit reduces the loss and keeps every
+    weight finite."""
+    x, _ = data(n=256)
+    model = make_vae(covariance_type="full")
+    prior = model.get_layer("prior")
+    model.compile(keras.optimizers.Adam(0.02), loss="mse")
+    history = model.fit(x, x[:, :D], epochs=5, batch_size=32, verbose=0).history["loss"]
+    assert history[-1] < history[0]
+    assert all(np.all(np.isfinite(w.numpy())) for w in prior.weights)

@@ -203,3 +203,29 @@ def test_check_names_the_argument_and_the_choices():
         covariance.check("tied", arg_name="kind", supported=("diag", "full"))
     with pytest.raises(ValueError, match="received covariance_type=3"):
         covariance.check(3)
+
+
+@pytest.mark.parametrize("ctype", TYPES)
+def test_log_precision_diagonal_is_the_log_of_the_precision_matrices_diagonal(ctype):
+    _, mats, p = _factor(ctype, seed=4)
+    c = covariance.get(ctype)
+    got = c.per_component(c.log_precision_diagonal(p, D), K, event_rank=1).numpy()
+    want = np.log(np.diagonal(np.linalg.inv(mats), axis1=-2, axis2=-1))
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    # Huge precisions (tiny covariances) do not overflow the squares.
+    if ctype in ("full", "diag"):
+        tiny = c.precisions_cholesky_from_covariances(tf.constant(
+            _random_covariances(ctype, 5)[0] * 1e-300))
+        assert np.all(np.isfinite(c.log_precision_diagonal(tiny, D).numpy()))
+
+
+def test_full_raw_scales_invert_the_flat_head_rule():
+    c = covariance.get("full")
+    _, _, p = _factor("full", seed=6)
+    for min_scale in (0.0, 1e-3):
+        raw = c.raw_scales_from_precisions_cholesky(p.numpy(), min_scale)
+        assert raw.shape == (K, D * (D + 1) // 2)
+        back = c.precisions_cholesky_from_raw(tf.constant(raw.reshape(-1)), K, D, min_scale)
+        np.testing.assert_allclose(back.numpy(), p.numpy(), rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="min_scale=10.0"):
+        c.raw_scales_from_precisions_cholesky(p.numpy(), 10.0)

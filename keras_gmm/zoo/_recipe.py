@@ -429,7 +429,8 @@ class VaDE:
     zero-filled); with a :class:`Contrastive` ``contrastive``: the encoder
     means by contrastive learning, whitened, then the decoder alone on them
     (``decoder_epochs``). Phase 2: the prior from a :class:`keras_gmm.
-    GaussianMixtureEM` (settings ``em``) on the encoder means. Phase 3: the
+    GaussianMixtureEM` (settings ``em``; the prior takes its covariance
+    type) on the encoder means. Phase 3: the
     ELBO (Adam, cosine decay from ``learning_rate`` to ``lr_floor`` times it).
     :meth:`fit` keeps, among restarts that did not collapse on the training
     images, the one with the lowest negative ELBO there.
@@ -504,7 +505,8 @@ class VaDE:
             bias_initializer=keras.initializers.Constant(self.initial_log_var),
             name="z_log_var")(h)
         prior = GMMPriorSampling(self.num_components, self.latent_dim, seed=seed,
-                                 inference="mean", name="prior")
+                                 inference="mean", name="prior",
+                                 covariance_type=self.em["covariance_type"])
         z, gamma = prior([z_mean, z_log_var], return_cluster_probabilities=True)
         decoder = keras.Sequential(
             [keras.Input((self.latent_dim,))]

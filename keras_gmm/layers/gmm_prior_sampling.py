@@ -133,6 +133,14 @@ class GMMPriorSampling(keras.layers.Layer):
     >>> prior.sample_prior(5, component=1, seed=0).shape
     TensorShape([5, 2])
 
+    A full covariance per component, from a full EM on the encoder means:
+
+    >>> em = keras_gmm.GaussianMixtureEM(3, covariance_type="full", seed=0)
+    >>> _ = em.fit(encoder(x)[0], verbose=0)
+    >>> full = keras_gmm.GMMPriorSampling(3, 2, covariance_type="full")
+    >>> full.initialize_from(em).raw_scales.shape  # D(D+1)/2 = 3 per component
+    TensorShape([3, 3])
+
     Reference:
         Jiang, Zheng, Tan, Tang and Zhou, "Variational Deep Embedding: An
         Unsupervised and Generative Approach to Clustering", IJCAI 2017.

@@ -428,7 +428,10 @@ class VaDE:
     also shifts each image by up to ``max_shift`` pixels each way,
     zero-filled); with a :class:`Contrastive` ``contrastive``: the encoder
     means by contrastive learning, whitened, then the decoder alone on them
-    (``decoder_epochs``). Phase 2: the prior from a :class:`keras_gmm.
+    (``decoder_epochs``); with ``unit_latent`` the latent is instead the
+    direction of the Dense output the contrastive loss trained (its unit
+    vector times ``sqrt(latent_dim)``: layers ``z_direction``, ``z_unit``,
+    ``z_mean``), not whitened. Phase 2: the prior from a :class:`keras_gmm.
     GaussianMixtureEM` (settings ``em``; the prior takes its covariance
     type) on the encoder means. Phase 3: the
     ELBO (Adam, cosine decay from ``learning_rate`` to ``lr_floor`` times it).
@@ -455,13 +458,17 @@ class VaDE:
                  batch_size=64, em=None, initial_log_var=-4.0,
                  max_cluster_fraction=0.3, restart_seed_stride=1000, elbo_samples=10,
                  conv_filters=(), kernel_size=3, decoder_hidden=None,
-                 contrastive=None, decoder_epochs=30):
+                 contrastive=None, decoder_epochs=30, unit_latent=False):
         self.name, self.load = name, load
         self.num_pixels, self.hidden = int(num_pixels), tuple(hidden)
         self.conv_filters, self.kernel_size = tuple(conv_filters), int(kernel_size)
         self.decoder_hidden = (tuple(reversed(self.hidden)) if decoder_hidden is None
                                else tuple(decoder_hidden))
         self.contrastive, self.decoder_epochs = contrastive, int(decoder_epochs)
+        self.unit_latent = bool(unit_latent)
+        if self.unit_latent and contrastive is None:
+            raise ValueError("unit_latent=True needs a contrastive pre-training "
+                             "(contrastive=Contrastive(...)).")
         if (self.conv_filters or contrastive) and math.isqrt(self.num_pixels) ** 2 \
                 != self.num_pixels:
             raise ValueError(f"conv_filters and contrastive need square images; "
@@ -499,7 +506,13 @@ class VaDE:
             + [keras.layers.Dense(u, activation="relu") for u in self.hidden],
             name="encoder")
         h = encoder(x)
-        z_mean = keras.layers.Dense(self.latent_dim, name="z_mean")(h)
+        if self.unit_latent:
+            direction = keras.layers.Dense(self.latent_dim, name="z_direction")(h)
+            z_mean = keras.layers.Rescaling(
+                math.sqrt(self.latent_dim), name="z_mean")(
+                keras.layers.UnitNormalization(name="z_unit")(direction))
+        else:
+            z_mean = keras.layers.Dense(self.latent_dim, name="z_mean")(h)
         z_log_var = keras.layers.Dense(
             self.latent_dim, kernel_initializer="zeros",
             bias_initializer=keras.initializers.Constant(self.initial_log_var),
@@ -645,25 +658,31 @@ class VaDE:
         :meth:`Contrastive.pretrain` (``epochs`` epochs), whitened (the mean
         and full covariance of a one-component :class:`keras_gmm.
         GaussianMixtureEM` on them, folded into the ``z_mean`` layer: its
-        latent has zero mean and unit covariance on ``x_train``), then the
-        decoder alone on the frozen means (``decoder_epochs``). Returns the
+        latent has zero mean and unit covariance on ``x_train``; with
+        ``unit_latent`` the latent is the direction of the trained Dense
+        output instead, not whitened), then the decoder alone on the frozen
+        means (``decoder_epochs``). Returns the
         per-epoch losses of the decoder fit."""
         from keras_gmm.layers import GaussianMixtureEM
 
         vade = self.vade_of(model)
-        dense = vade.get_layer("z_mean")
+        dense = vade.get_layer("z_direction" if self.unit_latent else "z_mean")
         means = keras.Model(vade.inputs[0], dense.output)
         say(phases, self.name, f"seed {seed}, phase 1/3: contrastive pre-training of "
-            f"the encoder, {count(epochs, 'epoch')}; whitening; the decoder on the "
+            f"the encoder, {count(epochs, 'epoch')}; "
+            f"{'the unit-direction latent' if self.unit_latent else 'whitening'}; the decoder on the "
             f"frozen latent, {count(self.decoder_epochs, 'epoch')}")
         self.contrastive.pretrain(means, x_train, seed, verbose, self.name, epochs)
-        gaussian = GaussianMixtureEM(1, covariance_type="full", reg_covar=1e-6,
-                                     seed=seed)
-        gaussian.fit(predict(means, x_train), verbose=0)
-        kernel, bias = (keras.ops.convert_to_numpy(w) for w in dense.weights)
-        whiten = np.asarray(gaussian.precisions_cholesky_)[0]  # z -> (z - mu) @ whiten
-        centre = np.asarray(gaussian.means_)[0]
-        dense.set_weights([kernel @ whiten, (bias - centre) @ whiten])
+        if self.unit_latent:  # the latent: the directions, on a sphere of radius sqrt(D)
+            means = keras.Model(vade.inputs[0], vade.get_layer("z_mean").output)
+        else:
+            gaussian = GaussianMixtureEM(1, covariance_type="full", reg_covar=1e-6,
+                                         seed=seed)
+            gaussian.fit(predict(means, x_train), verbose=0)
+            kernel, bias = (keras.ops.convert_to_numpy(w) for w in dense.weights)
+            whiten = np.asarray(gaussian.precisions_cholesky_)[0]  # (z - mu) @ whiten
+            centre = np.asarray(gaussian.means_)[0]
+            dense.set_weights([kernel @ whiten, (bias - centre) @ whiten])
         decoder = self.decoder_of(model)
         decoder.compile(keras.optimizers.Adam(self.pretrain_learning_rate),
                         loss=self.reconstruction_nll)
@@ -873,6 +892,7 @@ class VaDE:
                 "keras_gmm VaDE (this recipe)": runs,
                 f"{self.em['covariance_type']} GaussianMixtureEM on the pre-trained "
                 + ("autoencoder" if self.contrastive is None else
+                   "contrastive encoder's unit-direction" if self.unit_latent else
                    "contrastive encoder's whitened")
                 + " latent (VaDE's initialisation, same runs)": init_scores,
                 "keras_gmm VaDE, first restart only (restarts=1, no selection)":
@@ -901,7 +921,11 @@ class VaDE:
                 if self.contrastive is None else {
                     "encoder": {**self.contrastive.settings(),
                                 "epochs": pretrain_epochs},
-                    "whitening": "the mean and full covariance of a 1-component "
+                    "whitening": "none: the latent is the unit direction of the "
+                                 "contrastive encoder's Dense output times "
+                                 "sqrt(latent_dim) (layers z_direction, z_unit, z_mean)"
+                    if self.unit_latent else
+                                 "the mean and full covariance of a 1-component "
                                  "keras_gmm.GaussianMixtureEM(covariance_type='full', "
                                  "reg_covar=1e-6) on the encoder means, folded into "
                                  "the z_mean layer",

@@ -216,3 +216,26 @@ def test_vade_contrastive_phase_whitens_the_latent_and_fits_the_decoder():
     assert set(seconds) == {"pretrain", "em"} and em.means_.shape == (3, 4)
     with pytest.raises(ValueError, match="num_pixels=30"):
         _recipe.VaDE("t", datasets.load_mnist, 30, (8,), conv_filters=(4,))
+
+
+def test_vade_unit_latent_lies_on_a_sphere_and_takes_a_full_prior():
+    """unit_latent: the latent is the direction of the contrastively trained
+    Dense output times sqrt(latent_dim) (no whitening), and the prior takes
+    the EM's covariance type ("full" here), initialised from it."""
+    from keras_gmm import datasets
+
+    x = datasets.load_mnist("val")[0][:96]
+    recipe = _recipe.VaDE("t", datasets.load_mnist, 784, (16,), latent_dim=4,
+                          num_components=3, conv_filters=(4,), batch_size=32,
+                          contrastive=_recipe.Contrastive(batch_size=32, cutout=0),
+                          decoder_epochs=2, unit_latent=True,
+                          em={"covariance_type": "full", "reg_covar": 1e-2, "n_init": 1})
+    model, em, _, _ = recipe.initialise(0, 2, x_train=x)
+    z = _recipe.predict(recipe.encoder_of(model), x)[0]
+    np.testing.assert_allclose(np.linalg.norm(z, axis=1), 2.0, rtol=1e-5)
+    prior = recipe.prior_of(model)
+    assert prior.covariance_type == "full"
+    np.testing.assert_allclose(prior.mixture().precisions_cholesky.numpy(),
+                               em.precisions_cholesky_, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="unit_latent=True needs a contrastive"):
+        _recipe.VaDE("t", datasets.load_mnist, 784, (8,), unit_latent=True)

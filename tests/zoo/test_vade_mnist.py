@@ -59,7 +59,8 @@ def test_recorded_baselines_and_seed_spread():
     kmeans = comparison[_recipe.pixels_kmeans_key(784)]
     pca = [v for k, v in comparison.items() if "PCA(10)" in k]
     init = [v for k, v in comparison.items()
-            if k.startswith("diag GaussianMixtureEM on the pre-trained")]
+            if k.startswith(f"{vade_mnist.RECIPE.em['covariance_type']} "
+                            "GaussianMixtureEM on the pre-trained")]
     ae_gmm = [v for k, v in comparison.items() if k.startswith("AE + GMM")]
     assert len(pca) == 1 and len(init) == 1 and len(ae_gmm) == 1
     for key in ("clustering_accuracy", "nmi"):

@@ -60,6 +60,9 @@ def _reset_keras_state():
 #: instance 100 expected ... data_type 2 but got ... data_type 1" (keys of an
 #: earlier strategy's collectives met in the same process).
 _STRATEGY_WORDS = ("tf.distribute", "MirroredStrategy")
+#: A file whose strategies all run in subprocesses says so with this line
+#: (it then is a unit of its own, balanced like any other file).
+_SUBPROCESS_STRATEGIES = "# xdist: tf.distribute only in subprocesses"
 
 
 @functools.cache
@@ -68,7 +71,8 @@ def _xdist_group(path):
     repository root): "tf-distribute" for the files that run strategies, else
     the file itself."""
     text = (REPO_ROOT / path).read_text()
-    if any(word in text for word in _STRATEGY_WORDS):
+    if _SUBPROCESS_STRATEGIES not in text and any(
+            word in text for word in _STRATEGY_WORDS):
         return "tf-distribute"
     return Path(path).as_posix()
 

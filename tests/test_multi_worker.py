@@ -23,6 +23,8 @@ into two logical devices; theirs keep one each). The whole module takes
 about 40-70 s on two cores.
 """
 
+# xdist: tf.distribute only in subprocesses
+
 import json
 import os
 import socket

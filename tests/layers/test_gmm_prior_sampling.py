@@ -37,11 +37,17 @@ def data(n=32, seed=0):
 
 
 def random_prior(layer, seed=0):
+    """Random logits, means and covariances: log-variances ("diag") or raw
+    scales ("full": correlated components)."""
     rng = np.random.default_rng(seed)
     k, d = layer.num_components, layer.event_size
     layer.logits.assign(rng.normal(size=k).astype(np.float32))
     layer.means.assign(rng.normal(scale=3.0, size=(k, d)).astype(np.float32))
-    layer.log_variances.assign(rng.normal(-1.0, 0.5, size=(k, d)).astype(np.float32))
+    if layer.covariance_type == "diag":
+        layer.log_variances.assign(rng.normal(-1.0, 0.5, size=(k, d)).astype(np.float32))
+    else:
+        layer.raw_scales.assign(
+            rng.normal(0.0, 0.6, size=layer.raw_scales.shape).astype(np.float32))
 
 
 def built_layer(k=K, d=D, **kw):
@@ -547,16 +553,6 @@ def test_initialize_from_bad_em(fitted_em):
 
 
 # ------------------------------------------------- covariance_type="full"
-def random_full_prior(layer, seed=0):
-    """Random logits, means and raw scales (correlated components)."""
-    rng = np.random.default_rng(seed)
-    k, d = layer.num_components, layer.event_size
-    layer.logits.assign(rng.normal(size=k).astype(np.float32))
-    layer.means.assign(rng.normal(scale=3.0, size=(k, d)).astype(np.float32))
-    raw = rng.normal(0.0, 0.6, size=layer.raw_scales.shape)
-    layer.raw_scales.assign(raw.astype(np.float32))
-
-
 def full_covariances(layer):
     """The prior's covariances from its precision factors, in NumPy."""
     p = layer.mixture().precisions_cholesky.numpy().astype(np.float64)
@@ -582,7 +578,7 @@ def test_full_prior_gamma_and_kl_match_scipy():
     from scipy.stats import multivariate_normal
 
     layer = built_layer(k=4, d=3, covariance_type="full")
-    random_full_prior(layer, seed=1)
+    random_prior(layer, seed=1)
     cov = full_covariances(layer)
     rng = np.random.default_rng(2)
     z_mean = rng.normal(scale=3.0, size=(7, 3)).astype(np.float32)
@@ -606,7 +602,7 @@ def test_full_prior_gamma_and_kl_match_scipy():
 
 def test_full_prior_samples_have_its_covariances_and_gradients():
     layer = built_layer(k=3, d=2, covariance_type="full")
-    random_full_prior(layer, seed=3)
+    random_prior(layer, seed=3)
     cov, mu = full_covariances(layer), layer.means.numpy()
     for k in range(3):
         zk = layer.sample_prior(40_000, component=k, seed=k).numpy()

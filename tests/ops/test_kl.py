@@ -42,7 +42,6 @@ def numpy_vade(case):
     responsibilities gamma_c ∝ pi_c exp(E_q[log N(z; mu_c, var_c)])."""
     m, s = case["z_mean"], case["z_log_var"]
     mu, v = case["means"], case["log_variances"]
-    log_pi = case["logits"] - logsumexp(case["logits"])
     # E_q[log N(z; mu_c, var_c)] = -1/2 sum_d (log 2pi + v + (exp(s) + (m - mu)^2) / exp(v))
     ell = -0.5 * np.sum(
         np.log(2 * np.pi)
@@ -50,10 +49,17 @@ def numpy_vade(case):
         + (np.exp(s)[:, None] + (m[:, None] - mu[None]) ** 2) / np.exp(v[None]),
         axis=-1,
     )
+    return numpy_vade_of_ell(case, ell)
+
+
+def numpy_vade_of_ell(case, ell):
+    """VaDE's KL and log gamma from the expected log-densities ``ell [B, K]``
+    (any prior): ``(kl, log_gamma, ell)``."""
+    log_pi = case["logits"] - logsumexp(case["logits"])
     log_joint = log_pi + ell
     log_gamma = log_joint - logsumexp(log_joint, axis=1, keepdims=True)
     gamma = np.exp(log_gamma)
-    e_log_q = -0.5 * np.sum(np.log(2 * np.pi) + 1.0 + s, axis=-1)
+    e_log_q = -0.5 * np.sum(np.log(2 * np.pi) + 1.0 + case["z_log_var"], axis=-1)
     # KL = E[log q(z|x)] + E[log q(c|x)] - E[log p(z|c)] - E[log p(c)]
     kl_value = (
         e_log_q
@@ -223,17 +229,11 @@ def numpy_full_vade(case, cov, precision):
     from scipy.stats import multivariate_normal
 
     m, s = case["z_mean"], case["z_log_var"]
-    log_pi = case["logits"] - logsumexp(case["logits"])
     ell = np.stack([
         multivariate_normal(case["means"][c], cov[c]).logpdf(m)
         - 0.5 * np.array([np.trace(precision[c] @ np.diag(np.exp(row))) for row in s])
         for c in range(K)], axis=-1)
-    log_joint = log_pi + ell
-    log_gamma = log_joint - logsumexp(log_joint, axis=1, keepdims=True)
-    gamma = np.exp(log_gamma)
-    e_log_q = -0.5 * np.sum(np.log(2 * np.pi) + 1.0 + s, axis=-1)
-    kl_value = e_log_q + np.sum(gamma * (log_gamma - ell - log_pi), axis=1)
-    return kl_value, log_gamma, ell
+    return numpy_vade_of_ell(case, ell)
 
 
 @pytest.mark.parametrize("seed", [0, 1])

@@ -480,6 +480,10 @@ class VaDE:
         self.batch_size = batch_size
         self.em = dict(em or {"covariance_type": "diag", "reg_covar": 1e-4,
                               "max_iter": 300, "n_init": 10, "init_params": "kmeans"})
+        if "covariance_type" not in self.em:
+            raise ValueError(
+                "`em` must name its covariance_type (the prior takes it: 'diag' or "
+                f"'full'); received em={em!r}.")
         self.initial_log_var = initial_log_var
         self.max_cluster_fraction = max_cluster_fraction
         self.restart_seed_stride = restart_seed_stride

@@ -239,3 +239,5 @@ def test_vade_unit_latent_lies_on_a_sphere_and_takes_a_full_prior():
                                em.precisions_cholesky_, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="unit_latent=True needs a contrastive"):
         _recipe.VaDE("t", datasets.load_mnist, 784, (8,), unit_latent=True)
+    with pytest.raises(ValueError, match="em.*covariance_type.*n_init"):
+        _recipe.VaDE("t", datasets.load_mnist, 784, (8,), em={"n_init": 1})

@@ -285,7 +285,8 @@ class Contrastive:
     ``cutout`` x ``cutout`` square set to zero, Gaussian noise of stddev
     ``noise``, clipped to [0, 1]) and minimises the NT-Xent loss (the
     normalised temperature-scaled cross-entropy, ``temperature``) of a
-    projection head (Dense ``projection``, relu between; discarded after) on
+    projection head (Dense ``projection``, relu between; discarded after; none
+    for ``projection=()``: the loss then is on the encoder's output itself) on
     the encoder's output: each view must pick its twin among the ``2 *
     batch_size - 1`` other views. The augmentation runs outside the model
     (nothing of it is saved). Adam, cosine decay from ``learning_rate``.
@@ -315,7 +316,8 @@ class Contrastive:
         return {"name": "SimCLR NT-Xent (Chen et al. 2020), Adam",
                 "epochs": self.epochs, "batch_size": self.batch_size,
                 "temperature": self.temperature,
-                "projection_head": list(self.projection),
+                "projection_head": list(self.projection) if self.projection else
+                "none: the NT-Xent loss on the encoder's output itself",
                 "learning_rate": self.learning_rate,
                 "schedule": "keras.optimizers.schedules.CosineDecay",
                 "augmentation": {"rotation_degrees": self.rotation,
@@ -376,15 +378,20 @@ class Contrastive:
         epochs = self.epochs if epochs is None else check_positive_int(epochs, "epochs")
         keras.utils.set_random_seed(seed)
         x = np.asarray(x, np.float32)
-        head = keras.Sequential(
-            [keras.Input(encoder.compute_output_shape((None, x.shape[1]))[1:])]
-            + [keras.layers.Dense(u, activation="relu") for u in self.projection[:-1]]
-            + [keras.layers.Dense(self.projection[-1])], name="projection_head")
+        if self.projection:
+            head = keras.Sequential(
+                [keras.Input(encoder.compute_output_shape((None, x.shape[1]))[1:])]
+                + [keras.layers.Dense(u, activation="relu")
+                   for u in self.projection[:-1]]
+                + [keras.layers.Dense(self.projection[-1])], name="projection_head")
+            head_weights = head.trainable_variables
+        else:  # the loss on the encoder's output itself
+            head, head_weights = (lambda latent, training=None: latent), []
         steps = max(len(x) // self.batch_size, 1)
         batch = min(self.batch_size, len(x))
         optimizer = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
             self.learning_rate, steps * epochs))
-        weights = encoder.trainable_variables + head.trainable_variables
+        weights = encoder.trainable_variables + head_weights
         generator = tf.random.Generator.from_seed(seed)
 
         @tf.function
@@ -936,7 +943,9 @@ class VaDE:
                     "decoder": {"name": "Adam", "learning_rate":
                                 self.pretrain_learning_rate,
                                 "epochs": self.decoder_epochs,
-                                "on": "the frozen, whitened encoder means"}},
+                                "on": "the frozen encoder means (the unit-direction "
+                                      "latent)" if self.unit_latent else
+                                      "the frozen, whitened encoder means"}},
                 "initialisation": {
                     "name": "keras_gmm.GaussianMixtureEM on the encoder means",
                     **self.em},

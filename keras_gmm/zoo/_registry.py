@@ -37,7 +37,7 @@ REGISTRY = {
     "soft_weight_sharing_mnist":
         "c940cf9aac25a3add270d4867bda1dabd13003314dfe556f674845633972b1c2",
     "vade_digits": "f7fd48ee9148cff66f288eb0b82d96ad828b7d475e9e6d04a403519b8d208d4a",
-    "vade_mnist": "35dcf990792eb63b05ef741b3c2da8511efdcd87bb600397f3bd05fbfc72268c",
+    "vade_mnist": "54836691ca4a476b628e96125ba92880c2deb08a563dfc357d0da0bf7b6652db",
 }
 
 

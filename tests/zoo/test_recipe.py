@@ -166,10 +166,12 @@ def test_nt_xent_matches_a_naive_reference():
         tf.constant(twins), tf.constant(twins))) < 0.01
 
 
-def test_contrastive_pretraining_pulls_views_of_an_image_together():
+@pytest.mark.parametrize("projection", [(128, 64), ()])
+def test_contrastive_pretraining_pulls_views_of_an_image_together(projection):
     """A few epochs on 64 images with mild views make the encoder match two
     augmentations of an image to each other far more often than before
-    training (the point of the phase), and the loss went down."""
+    training (the point of the phase), and the loss went down; with
+    ``projection=()`` the loss is on the encoder's output itself (no head)."""
     import tensorflow as tf
 
     from keras_gmm import datasets
@@ -178,7 +180,9 @@ def test_contrastive_pretraining_pulls_views_of_an_image_together():
     encoder = keras.Sequential([keras.Input((784,)), keras.layers.Dense(32,
                                 activation="relu"), keras.layers.Dense(8)])
     recipe = _recipe.Contrastive(batch_size=32, rotation=10, scale=0.1, shift=1,
-                                 cutout=0, noise=0.3)
+                                 cutout=0, noise=0.3, projection=projection)
+    head = recipe.settings()["projection_head"]
+    assert head == list(projection) if projection else head.startswith("none")
 
     def matched():
         generator = tf.random.Generator.from_seed(7)

@@ -81,6 +81,15 @@ def test_layout_names_existing_paths():
     assert not missing, f"README's Layout names missing paths: {missing}"
 
 
+def test_images_exist():
+    """Every image the README shows (``![alt](path)``) is a file of the
+    repository (a PNG, by its magic bytes)."""
+    paths = re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", README)
+    assert paths, "the README shows no image"
+    for path in paths:
+        assert (ROOT / path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
+
+
 def test_python_block_count():
     names = [b.name for b in PYTHON_BLOCKS]
     assert len(PYTHON_BLOCKS) == EXPECTED_PYTHON_BLOCKS, (

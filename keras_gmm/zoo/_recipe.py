@@ -306,7 +306,13 @@ class Contrastive:
                  noise=0.1):
         self.epochs = check_positive_int(epochs, "epochs")
         self.batch_size = check_positive_int(batch_size, "batch_size")
-        self.temperature, self.projection = float(temperature), tuple(projection)
+        self.temperature = float(temperature)
+        if isinstance(projection, (str, bytes)) or not hasattr(projection, "__iter__"):
+            raise ValueError(
+                "`projection` must be a sequence of layer widths, e.g. (128, 64), or "
+                f"() for no projection head; received projection={projection!r}.")
+        self.projection = tuple(check_positive_int(u, f"projection[{i}]")
+                                for i, u in enumerate(projection))
         self.learning_rate = float(learning_rate)
         self.rotation, self.scale, self.shift = float(rotation), float(scale), float(shift)
         self.cutout, self.noise = int(cutout), float(noise)

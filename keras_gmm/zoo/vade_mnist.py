@@ -10,8 +10,8 @@ pre-trained by contrastive learning (:class:`keras_gmm.zoo._recipe.
 Contrastive`: SimCLR on augmented views, the loss on the latent's direction
 itself), the latent that direction on a sphere of radius sqrt(LATENT_DIM), a
 decoder (``DECODER_HIDDEN``) fitted on the frozen latent, the prior from a
-full-covariance EM on the encoder means, the ELBO, ``RESTARTS`` restarts per seed kept by the training
-ELBO behind a collapse guard. Labels only name the clusters and score them
+full-covariance EM on the encoder means, the ELBO, ``RESTARTS`` restarts per
+seed kept by the training ELBO behind a collapse guard. Labels only name the clusters and score them
 on "test". :func:`generated_digits` decodes draws of each component.
 Settings tried, baselines and metrics: ``saved_models/vade_mnist/metadata.json``.
 """

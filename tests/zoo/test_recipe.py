@@ -182,7 +182,10 @@ def test_contrastive_pretraining_pulls_views_of_an_image_together(projection):
     recipe = _recipe.Contrastive(batch_size=32, rotation=10, scale=0.1, shift=1,
                                  cutout=0, noise=0.3, projection=projection)
     head = recipe.settings()["projection_head"]
-    assert head == list(projection) if projection else head.startswith("none")
+    if projection:
+        assert head == list(projection)
+    else:
+        assert head.startswith("none")
 
     def matched():
         generator = tf.random.Generator.from_seed(7)
@@ -198,6 +201,15 @@ def test_contrastive_pretraining_pulls_views_of_an_image_together(projection):
     assert matched() > before + 0.2, before
     with pytest.raises(ValueError, match="epochs"):
         recipe.pretrain(encoder, x.numpy(), seed=0, epochs=0)
+
+
+def test_contrastive_refuses_bad_projection_widths():
+    for projection, match in ((None, "projection=None"), (64, "projection=64"),
+                              ("64", "projection='64'"), ((128, 0), r"projection\[1\]"),
+                              ((32.5,), r"projection\[0\]")):
+        with pytest.raises(ValueError, match=match):
+            _recipe.Contrastive(projection=projection)
+    assert _recipe.Contrastive(projection=[16]).projection == (16,)
 
 
 def test_vade_contrastive_phase_whitens_the_latent_and_fits_the_decoder():
